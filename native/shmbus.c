@@ -1,0 +1,1506 @@
+/*
+ * shmbus native addon: the thin syscall layer under src/native/binding.ts, which declares
+ * the contract of every function here. Files in /dev/shm, mmap as external ArrayBuffers,
+ * shared (non-private) futexes, a futex waiter thread that reports into the event loop,
+ * eventfd + uv_poll, OFD byte-range locks. No ring or protocol logic lives in C.
+ *
+ * Threads: every exported function runs on the JS thread that called it (main thread or
+ * a worker; the addon is context-aware and keeps no global JS state). The only other
+ * threads are the waiter threads, which touch nothing but their waiter_t under its mutex,
+ * the futex syscalls and uv_async_send.
+ *
+ * Errors: system errors are shaped like Node's (code, errno < 0, syscall, path); argument
+ * errors are TypeError ERR_INVALID_ARG_TYPE / RangeError ERR_OUT_OF_RANGE.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <node_api.h>
+#include <uv.h>
+
+/* Results of futexWait and of a waiter's callback (src/native/binding.ts WAIT_*). */
+#define WAIT_WOKEN 0
+#define WAIT_NOT_EQUAL 1
+#define WAIT_TIMED_OUT 2
+#define WAIT_CANCELLED 3
+/* Only for waiters: FUTEX_WAIT failed (EFAULT: the word is no longer mapped, ...). */
+#define WAIT_ERROR 4
+
+#ifndef SYS_futex_waitv
+#define SYS_futex_waitv 449 /* same number on every architecture (Linux 5.16) */
+#endif
+
+/* Largest integer a JS number holds exactly (Number.MAX_SAFE_INTEGER). */
+#define MAX_SAFE_INTEGER 9007199254740991.0
+
+/* A waiter thread only parks in syscalls: a small stack is plenty. */
+#define WAITER_STACK_SIZE (64 * 1024)
+
+#define CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+/* Type tags of the three externals, so a handle of one kind is never taken for another. */
+static const napi_type_tag MAPPING_TAG = {0x5348424d41505049ULL, 0x4e47000000000001ULL};
+static const napi_type_tag WAITER_TAG = {0x5348424d57414954ULL, 0x4552000000000001ULL};
+static const napi_type_tag POLL_TAG = {0x5348424d504f4c4cULL, 0x0000000000000001ULL};
+
+/* ---------------------------------------------------------------------------------------
+ * Errors
+ * ------------------------------------------------------------------------------------- */
+
+/* Turns a failed Node-API call into a JS exception (unless one is already pending). */
+static napi_value fail_napi(napi_env env)
+{
+  const napi_extended_error_info *info = NULL;
+  napi_get_last_error_info(env, &info);
+  const char *message = info && info->error_message ? info->error_message : "Node-API call failed";
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (!pending)
+    napi_throw_error(env, NULL, message);
+  return NULL;
+}
+
+#define TRY(call)                                                                                 \
+  do {                                                                                            \
+    if ((call) != napi_ok)                                                                        \
+      return fail_napi(env);                                                                      \
+  } while (0)
+
+/*
+ * Throws an Error shaped like Node's system errors:
+ *   EEXIST: file already exists, open '/dev/shm/x'   {code, errno: -17, syscall, path}
+ * `err` is a positive errno value.
+ */
+static void throw_system(napi_env env, int err, const char *syscall_name, const char *path)
+{
+  char name[64], description[128], message[PATH_MAX + 256];
+  uv_err_name_r(-err, name, sizeof name);
+  uv_strerror_r(-err, description, sizeof description);
+  if (path)
+    snprintf(message, sizeof message, "%s: %s, %s '%s'", name, description, syscall_name, path);
+  else
+    snprintf(message, sizeof message, "%s: %s, %s", name, description, syscall_name);
+
+  napi_value code, text, error, value;
+  if (napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code) != napi_ok ||
+      napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &text) != napi_ok ||
+      napi_create_error(env, code, text, &error) != napi_ok) {
+    fail_napi(env);
+    return;
+  }
+  if (napi_create_int32(env, -err, &value) == napi_ok)
+    napi_set_named_property(env, error, "errno", value);
+  if (napi_create_string_utf8(env, syscall_name, NAPI_AUTO_LENGTH, &value) == napi_ok)
+    napi_set_named_property(env, error, "syscall", value);
+  if (path && napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &value) == napi_ok)
+    napi_set_named_property(env, error, "path", value);
+  napi_throw(env, error);
+}
+
+static void throw_range(napi_env env, const char *format, ...)
+{
+  char message[256];
+  va_list args;
+  va_start(args, format);
+  vsnprintf(message, sizeof message, format, args);
+  va_end(args);
+  napi_throw_range_error(env, "ERR_OUT_OF_RANGE", message);
+}
+
+static const char *type_name(napi_valuetype type)
+{
+  static const char *const names[] = {"undefined", "null",     "boolean", "number",  "string",
+                                      "symbol",    "object",   "function", "external", "bigint"};
+  return (unsigned)type < sizeof names / sizeof names[0] ? names[type] : "unknown";
+}
+
+static void throw_type(napi_env env, const char *name, const char *expected, napi_value received)
+{
+  napi_valuetype type = napi_undefined;
+  napi_typeof(env, received, &type);
+  char message[256];
+  snprintf(message, sizeof message, "The \"%s\" argument must be %s. Received type %s", name, expected,
+           type_name(type));
+  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", message);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Arguments: each helper returns false with an exception pending.
+ * ------------------------------------------------------------------------------------- */
+
+/* Fills argv[0..n); missing arguments read as undefined. */
+static bool get_args(napi_env env, napi_callback_info info, size_t n, napi_value *argv)
+{
+  size_t argc = n;
+  return napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok;
+}
+
+static bool arg_number(napi_env env, napi_value value, const char *name, double *out)
+{
+  napi_valuetype type;
+  if (napi_typeof(env, value, &type) != napi_ok || type != napi_number) {
+    throw_type(env, name, "of type number", value);
+    return false;
+  }
+  napi_get_value_double(env, value, out);
+  return true;
+}
+
+/* An integer in [min, max], like Node's validateInteger. */
+static bool arg_integer(napi_env env, napi_value value, const char *name, double min, double max, double *out)
+{
+  if (!arg_number(env, value, name, out))
+    return false;
+  if (*out != floor(*out) || *out < min || *out > max) {
+    throw_range(env, "The value of \"%s\" is out of range. It must be an integer >= %.0f and <= %.0f. Received %g",
+                name, min, max, *out);
+    return false;
+  }
+  return true;
+}
+
+static bool arg_fd(napi_env env, napi_value value, int *fd)
+{
+  double d;
+  if (!arg_integer(env, value, "fd", 0, INT_MAX, &d))
+    return false;
+  *fd = (int)d;
+  return true;
+}
+
+static bool arg_bool(napi_env env, napi_value value, const char *name, bool *out)
+{
+  if (napi_get_value_bool(env, value, out) != napi_ok) {
+    throw_type(env, name, "of type boolean", value);
+    return false;
+  }
+  return true;
+}
+
+static bool arg_function(napi_env env, napi_value value, const char *name)
+{
+  napi_valuetype type;
+  if (napi_typeof(env, value, &type) != napi_ok || type != napi_function) {
+    throw_type(env, name, "of type function", value);
+    return false;
+  }
+  return true;
+}
+
+/* A path as a NUL-terminated string; paths that do not fit PATH_MAX fail like open(2) would. */
+static bool arg_path(napi_env env, napi_value value, char path[PATH_MAX])
+{
+  size_t length;
+  if (napi_get_value_string_utf8(env, value, NULL, 0, &length) != napi_ok) {
+    throw_type(env, "path", "of type string", value);
+    return false;
+  }
+  if (length >= PATH_MAX) {
+    throw_system(env, ENAMETOOLONG, "open", NULL);
+    return false;
+  }
+  napi_get_value_string_utf8(env, value, path, PATH_MAX, &length);
+  if (strlen(path) != length) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "The \"path\" argument must not contain null bytes");
+    return false;
+  }
+  return true;
+}
+
+/* The pointer inside an external created by this addon with `tag`. */
+static bool arg_handle(napi_env env, napi_value value, const napi_type_tag *tag, const char *name,
+                       const char *expected, void **out)
+{
+  napi_valuetype type;
+  bool tagged = false;
+  if (napi_typeof(env, value, &type) != napi_ok || type != napi_external ||
+      napi_check_object_type_tag(env, value, tag, &tagged) != napi_ok || !tagged) {
+    throw_type(env, name, expected, value);
+    return false;
+  }
+  return napi_get_value_external(env, value, out) == napi_ok;
+}
+
+/*
+ * Data pointer and length of an ArrayBuffer or a SharedArrayBuffer. Node 20's Node-API
+ * has no accessor for a SharedArrayBuffer, but a Uint8Array over it does (and allocates):
+ * the identity check proves the view really sits on `value`. `detachable` tells which.
+ */
+static bool buffer_info(napi_env env, napi_value value, void **data, size_t *length, bool *detachable)
+{
+  bool is_buffer = false;
+  napi_is_arraybuffer(env, value, &is_buffer);
+  if (is_buffer) {
+    *detachable = true;
+    return napi_get_arraybuffer_info(env, value, data, length) == napi_ok;
+  }
+  *detachable = false;
+  napi_value global, shared_ctor, u8_ctor, view, backing;
+  bool is_shared = false, same = false;
+  napi_typedarray_type type;
+  size_t offset;
+  napi_valuetype value_type;
+  if (napi_typeof(env, value, &value_type) == napi_ok && value_type == napi_object &&
+      napi_get_global(env, &global) == napi_ok &&
+      napi_get_named_property(env, global, "SharedArrayBuffer", &shared_ctor) == napi_ok &&
+      napi_instanceof(env, value, shared_ctor, &is_shared) == napi_ok && is_shared &&
+      napi_get_named_property(env, global, "Uint8Array", &u8_ctor) == napi_ok &&
+      napi_new_instance(env, u8_ctor, 1, &value, &view) == napi_ok &&
+      napi_get_typedarray_info(env, view, &type, length, data, &backing, &offset) == napi_ok &&
+      napi_strict_equals(env, backing, value, &same) == napi_ok && same && type == napi_uint8_array &&
+      offset == 0)
+    return true;
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (!pending)
+    throw_type(env, "buffer", "an instance of ArrayBuffer or SharedArrayBuffer", value);
+  return false;
+}
+
+/* The address of a 4-byte aligned futex word inside a buffer of `length` bytes. */
+static bool word_at(napi_env env, void *data, size_t length, double offset, uint32_t **word)
+{
+  if (offset != floor(offset) || fmod(offset, 4) != 0 || offset < 0 || offset + 4 > (double)length ||
+      data == NULL) {
+    throw_range(env,
+                "The value of \"byteOffset\" is out of range. It must be a multiple of 4 and >= 0 and <= %.0f "
+                "(byteLength %zu). Received %g",
+                length >= 4 ? (double)(length - 4) : -1.0, length, offset);
+    return false;
+  }
+  uintptr_t address = (uintptr_t)data + (size_t)offset;
+  if (address % 4 != 0) { /* a heap buffer is always 8-aligned: this is only a guard */
+    throw_range(env, "The futex word at byteOffset %g is not 4-byte aligned in memory", offset);
+    return false;
+  }
+  *word = (uint32_t *)address;
+  return true;
+}
+
+static bool arg_word(napi_env env, napi_value buffer, napi_value offset_value, double *offset, uint32_t **word,
+                     bool *detachable)
+{
+  void *data;
+  size_t length;
+  return buffer_info(env, buffer, &data, &length, detachable) &&
+         arg_number(env, offset_value, "byteOffset", offset) && word_at(env, data, length, *offset, word);
+}
+
+/* A futex value: the Int32 or Uint32 reading of the same 32 bits. */
+static bool arg_futex_value(napi_env env, napi_value value, uint32_t *out)
+{
+  double d;
+  if (!arg_integer(env, value, "expected", INT32_MIN, UINT32_MAX, &d))
+    return false;
+  *out = d < 0 ? (uint32_t)(int32_t)d : (uint32_t)d;
+  return true;
+}
+
+/* Milliseconds; negative or +Infinity means no timeout. */
+static bool arg_timeout(napi_env env, napi_value value, double *ms)
+{
+  if (!arg_number(env, value, "timeoutMs", ms))
+    return false;
+  if (isnan(*ms)) {
+    throw_range(env, "The value of \"timeoutMs\" is out of range. It must be a number. Received NaN");
+    return false;
+  }
+  return true;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Small builders
+ * ------------------------------------------------------------------------------------- */
+
+static napi_value make_number(napi_env env, double value)
+{
+  napi_value result;
+  TRY(napi_create_double(env, value, &result));
+  return result;
+}
+
+static napi_value make_bool(napi_env env, bool value)
+{
+  napi_value result;
+  TRY(napi_get_boolean(env, value, &result));
+  return result;
+}
+
+static napi_value make_undefined(napi_env env)
+{
+  napi_value result;
+  TRY(napi_get_undefined(env, &result));
+  return result;
+}
+
+/* [size, dev, ino, uid, mode] */
+static napi_value make_stat(napi_env env, const struct stat *st)
+{
+  const double fields[] = {(double)st->st_size, (double)st->st_dev, (double)st->st_ino, (double)st->st_uid,
+                           (double)st->st_mode};
+  napi_value array, value;
+  TRY(napi_create_array_with_length(env, 5, &array));
+  for (uint32_t i = 0; i < 5; i++) {
+    TRY(napi_create_double(env, fields[i], &value));
+    TRY(napi_set_element(env, array, i, value));
+  }
+  return array;
+}
+
+/*
+ * Calls a JS callback from a libuv callback (no JS on the stack). napi_make_callback runs
+ * the nextTick and microtask queues afterwards and restores the async context captured by
+ * napi_async_init; it needs an object receiver, so the global stands in for `this`. An
+ * exception becomes an 'uncaughtException' (napi_fatal_exception), as for any callback
+ * the loop runs. Nothing happens once the environment no longer runs JS (teardown).
+ */
+static void call_js(napi_env env, napi_ref callback, napi_async_context context, size_t argc, int result)
+{
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok)
+    return;
+  napi_value fn = NULL, global, arg, ret;
+  if (napi_get_reference_value(env, callback, &fn) == napi_ok && fn != NULL &&
+      napi_get_global(env, &global) == napi_ok && napi_create_int32(env, result, &arg) == napi_ok) {
+    if (napi_make_callback(env, context, global, fn, argc, &arg, &ret) == napi_pending_exception) {
+      napi_value exception;
+      if (napi_get_and_clear_last_exception(env, &exception) == napi_ok)
+        napi_fatal_exception(env, exception);
+    }
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Files
+ * ------------------------------------------------------------------------------------- */
+
+/*
+ * createFile(path, size, mode): open(O_CREAT|O_EXCL|O_RDWR|O_CLOEXEC), fchmod, ftruncate,
+ * posix_fallocate. fchmod because open's mode is filtered by the umask. posix_fallocate
+ * reserves every page now, so a full tmpfs fails here with ENOSPC instead of killing a
+ * process with SIGBUS on first touch. A file that fails half-way is closed and unlinked.
+ */
+static napi_value js_create_file(napi_env env, napi_callback_info info)
+{
+  napi_value argv[3];
+  char path[PATH_MAX];
+  double size, mode;
+  if (!get_args(env, info, 3, argv) || !arg_path(env, argv[0], path) ||
+      !arg_integer(env, argv[1], "size", 0, MAX_SAFE_INTEGER, &size) ||
+      !arg_integer(env, argv[2], "mode", 0, 07777, &mode))
+    return NULL;
+
+  int fd = open(path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, (mode_t)mode);
+  if (fd < 0) {
+    throw_system(env, errno, "open", path);
+    return NULL;
+  }
+  int err = 0;
+  const char *failed = NULL;
+  if (fchmod(fd, (mode_t)mode) != 0) {
+    err = errno, failed = "fchmod";
+  } else {
+    while (ftruncate(fd, (off_t)size) != 0 && (err = errno) == EINTR)
+      err = 0;
+    if (err) {
+      failed = "ftruncate";
+    } else if (size > 0) {
+      while ((err = posix_fallocate(fd, 0, (off_t)size)) == EINTR) /* returns the error, errno untouched */
+        ;
+      if (err)
+        failed = "posix_fallocate";
+    }
+  }
+  if (failed) {
+    close(fd);
+    unlink(path);
+    throw_system(env, err, failed, path);
+    return NULL;
+  }
+  return make_number(env, fd);
+}
+
+/* openFile(path, writable): open(O_RDWR or O_RDONLY, O_CLOEXEC). */
+static napi_value js_open_file(napi_env env, napi_callback_info info)
+{
+  napi_value argv[2];
+  char path[PATH_MAX];
+  bool writable;
+  if (!get_args(env, info, 2, argv) || !arg_path(env, argv[0], path) || !arg_bool(env, argv[1], "writable", &writable))
+    return NULL;
+  int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) {
+    throw_system(env, errno, "open", path);
+    return NULL;
+  }
+  return make_number(env, fd);
+}
+
+/* fstat(fd): [size, dev, ino, uid, mode]. */
+static napi_value js_fstat(napi_env env, napi_callback_info info)
+{
+  napi_value argv[1];
+  int fd;
+  struct stat st;
+  if (!get_args(env, info, 1, argv) || !arg_fd(env, argv[0], &fd))
+    return NULL;
+  if (fstat(fd, &st) != 0) {
+    throw_system(env, errno, "fstat", NULL);
+    return NULL;
+  }
+  return make_stat(env, &st);
+}
+
+/* stat(path): [size, dev, ino, uid, mode], or null for ENOENT (follows symlinks). */
+static napi_value js_stat(napi_env env, napi_callback_info info)
+{
+  napi_value argv[1], null_value;
+  char path[PATH_MAX];
+  struct stat st;
+  if (!get_args(env, info, 1, argv) || !arg_path(env, argv[0], path))
+    return NULL;
+  if (stat(path, &st) != 0) {
+    if (errno == ENOENT) {
+      TRY(napi_get_null(env, &null_value));
+      return null_value;
+    }
+    throw_system(env, errno, "stat", path);
+    return NULL;
+  }
+  return make_stat(env, &st);
+}
+
+/* closeFd(fd): close(2). EINTR is not retried: on Linux the fd is released regardless. */
+static napi_value js_close_fd(napi_env env, napi_callback_info info)
+{
+  napi_value argv[1];
+  int fd;
+  if (!get_args(env, info, 1, argv) || !arg_fd(env, argv[0], &fd))
+    return NULL;
+  if (close(fd) != 0 && errno != EINTR) {
+    throw_system(env, errno, "close", NULL);
+    return NULL;
+  }
+  return make_undefined(env);
+}
+
+/* unlink(path): true if removed, false for ENOENT. */
+static napi_value js_unlink(napi_env env, napi_callback_info info)
+{
+  napi_value argv[1];
+  char path[PATH_MAX];
+  if (!get_args(env, info, 1, argv) || !arg_path(env, argv[0], path))
+    return NULL;
+  if (unlink(path) != 0) {
+    if (errno == ENOENT)
+      return make_bool(env, false);
+    throw_system(env, errno, "unlink", path);
+    return NULL;
+  }
+  return make_bool(env, true);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Mappings
+ *
+ * One mapping_t per mmap, owned by two JS objects: the external ArrayBuffer and the
+ * handle. Whichever of unmap() and the ArrayBuffer's finalizer comes first munmaps; the
+ * struct is freed when both owners are gone. Both finalizers and unmap() run on the
+ * thread that owns the env, so the fields need no atomics.
+ * ------------------------------------------------------------------------------------- */
+
+typedef struct {
+  void *base;
+  size_t length;
+  bool unmapped;
+  int owners;
+} mapping_t;
+
+static void mapping_release(mapping_t *m)
+{
+  if (--m->owners == 0)
+    free(m);
+}
+
+/* The ArrayBuffer's backing store is gone (GC, or detached and collected, or env teardown). */
+static void mapping_buffer_finalize(napi_env env, void *data, void *hint)
+{
+  (void)env, (void)data;
+  mapping_t *m = hint;
+  if (!m->unmapped) {
+    m->unmapped = true;
+    munmap(m->base, m->length);
+  }
+  mapping_release(m);
+}
+
+static void mapping_handle_finalize(napi_env env, void *data, void *hint)
+{
+  (void)env, (void)hint;
+  mapping_release(data);
+}
+
+/*
+ * map(fd, size, writable): mmap(MAP_SHARED) returned as an external ArrayBuffer + handle.
+ * Writing through a read-only mapping is a SIGSEGV: the caller must not.
+ */
+static napi_value js_map(napi_env env, napi_callback_info info)
+{
+  napi_value argv[3], buffer, handle, result;
+  int fd;
+  double size;
+  bool writable;
+  if (!get_args(env, info, 3, argv) || !arg_fd(env, argv[0], &fd) ||
+      !arg_integer(env, argv[1], "size", 1, MAX_SAFE_INTEGER, &size) || !arg_bool(env, argv[2], "writable", &writable))
+    return NULL;
+
+  void *base = mmap(NULL, (size_t)size, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED) {
+    throw_system(env, errno, "mmap", NULL);
+    return NULL;
+  }
+  mapping_t *m = malloc(sizeof *m);
+  if (m == NULL) {
+    munmap(base, (size_t)size);
+    throw_system(env, ENOMEM, "malloc", NULL);
+    return NULL;
+  }
+  *m = (mapping_t){.base = base, .length = (size_t)size, .unmapped = false, .owners = 2};
+  if (napi_create_external_arraybuffer(env, base, m->length, mapping_buffer_finalize, m, &buffer) != napi_ok) {
+    munmap(base, m->length);
+    free(m);
+    return fail_napi(env);
+  }
+  if (napi_create_external(env, m, mapping_handle_finalize, NULL, &handle) != napi_ok) {
+    mapping_release(m); /* the ArrayBuffer's finalizer still owns it */
+    return fail_napi(env);
+  }
+  TRY(napi_type_tag_object(env, handle, &MAPPING_TAG));
+  TRY(napi_create_array_with_length(env, 2, &result));
+  TRY(napi_set_element(env, result, 0, buffer));
+  TRY(napi_set_element(env, result, 1, handle));
+  return result;
+}
+
+/*
+ * unmap(handle, buffer): napi_detach_arraybuffer, then munmap, once. Detaching first is
+ * what makes this safe: every view then reads as length 0 instead of touching unmapped
+ * memory. A buffer that is already detached (not by us) may have had its memory moved to
+ * another ArrayBuffer, so it is left to the finalizer, which runs when the memory is free.
+ */
+static napi_value js_unmap(napi_env env, napi_callback_info info)
+{
+  napi_value argv[2];
+  mapping_t *m;
+  if (!get_args(env, info, 2, argv) ||
+      !arg_handle(env, argv[0], &MAPPING_TAG, "handle", "a MappingHandle from map()", (void **)&m))
+    return NULL;
+  if (m->unmapped)
+    return make_undefined(env);
+
+  bool is_buffer = false, detached = false;
+  void *data = NULL;
+  size_t length = 0;
+  if (napi_is_arraybuffer(env, argv[1], &is_buffer) != napi_ok || !is_buffer) {
+    throw_type(env, "buffer", "an instance of ArrayBuffer", argv[1]);
+    return NULL;
+  }
+  TRY(napi_is_detached_arraybuffer(env, argv[1], &detached));
+  if (detached)
+    return make_undefined(env);
+  TRY(napi_get_arraybuffer_info(env, argv[1], &data, &length));
+  if (data != m->base || length != m->length) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE",
+                          "The \"buffer\" argument is not the ArrayBuffer of this mapping");
+    return NULL;
+  }
+  /* Set before detaching: the finalizer must not munmap a second time, whenever it runs. */
+  m->unmapped = true;
+  if (napi_detach_arraybuffer(env, argv[1]) != napi_ok) {
+    m->unmapped = false;
+    return fail_napi(env);
+  }
+  munmap(m->base, m->length);
+  return make_undefined(env);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * OFD locks: owned by the open file description, so two fds of one process conflict (unlike
+ * classic POSIX locks), and released by the kernel when the last fd of it is closed,
+ * including when the process dies.
+ * ------------------------------------------------------------------------------------- */
+
+static int ofd_lock(int fd, int cmd, short type, off_t offset, struct flock *lock)
+{
+  *lock = (struct flock){.l_type = type, .l_whence = SEEK_SET, .l_start = offset, .l_len = 1, .l_pid = 0};
+  int r;
+  while ((r = fcntl(fd, cmd, lock)) != 0 && errno == EINTR)
+    ;
+  return r;
+}
+
+static bool lock_args(napi_env env, napi_callback_info info, int *fd, off_t *offset)
+{
+  napi_value argv[2];
+  double d;
+  if (!get_args(env, info, 2, argv) || !arg_fd(env, argv[0], fd) ||
+      !arg_integer(env, argv[1], "offset", 0, MAX_SAFE_INTEGER, &d))
+    return false;
+  *offset = (off_t)d;
+  return true;
+}
+
+/* lockTry(fd, offset): fcntl(F_OFD_SETLK, F_WRLCK) on one byte; false if someone else holds it. */
+static napi_value js_lock_try(napi_env env, napi_callback_info info)
+{
+  int fd;
+  off_t offset;
+  struct flock lock;
+  if (!lock_args(env, info, &fd, &offset))
+    return NULL;
+  if (ofd_lock(fd, F_OFD_SETLK, F_WRLCK, offset, &lock) != 0) {
+    if (errno == EAGAIN || errno == EACCES)
+      return make_bool(env, false);
+    throw_system(env, errno, "fcntl", NULL);
+    return NULL;
+  }
+  return make_bool(env, true);
+}
+
+/* lockRelease(fd, offset): fcntl(F_OFD_SETLK, F_UNLCK) on one byte. */
+static napi_value js_lock_release(napi_env env, napi_callback_info info)
+{
+  int fd;
+  off_t offset;
+  struct flock lock;
+  if (!lock_args(env, info, &fd, &offset))
+    return NULL;
+  if (ofd_lock(fd, F_OFD_SETLK, F_UNLCK, offset, &lock) != 0) {
+    throw_system(env, errno, "fcntl", NULL);
+    return NULL;
+  }
+  return make_undefined(env);
+}
+
+/* lockHeld(fd, offset): fcntl(F_OFD_GETLK) reports a lock of another open file description. */
+static napi_value js_lock_held(napi_env env, napi_callback_info info)
+{
+  int fd;
+  off_t offset;
+  struct flock lock;
+  if (!lock_args(env, info, &fd, &offset))
+    return NULL;
+  if (ofd_lock(fd, F_OFD_GETLK, F_WRLCK, offset, &lock) != 0) {
+    throw_system(env, errno, "fcntl", NULL);
+    return NULL;
+  }
+  return make_bool(env, lock.l_type != F_UNLCK);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Futex. Never FUTEX_PRIVATE_FLAG: the words live in MAP_SHARED memory and the peers are
+ * other processes; a shared futex is keyed by the page, not by the address space.
+ * ------------------------------------------------------------------------------------- */
+
+static long futex(uint32_t *word, int op, uint32_t value, const struct timespec *timeout)
+{
+  return syscall(SYS_futex, word, op, value, timeout, NULL, 0);
+}
+
+/* A relative timeout, or NULL (wait forever) for negative or absurdly large values. */
+static struct timespec *relative_timeout(double ms, struct timespec *ts)
+{
+  if (ms < 0 || ms > 1e15)
+    return NULL;
+  ts->tv_sec = (time_t)(ms / 1000);
+  ts->tv_nsec = (long)((ms - (double)ts->tv_sec * 1000) * 1e6);
+  if (ts->tv_nsec > 999999999)
+    ts->tv_nsec = 999999999;
+  return ts;
+}
+
+/*
+ * futexWait(buffer, byteOffset, expected, timeoutMs): FUTEX_WAIT while the word equals
+ * `expected`. Blocks the calling thread. The kernel compares and sleeps atomically, so
+ * a FUTEX_WAKE after the peer changed the word is never lost.
+ */
+static napi_value js_futex_wait(napi_env env, napi_callback_info info)
+{
+  napi_value argv[4];
+  double offset, timeout_ms;
+  uint32_t *word, expected;
+  bool detachable;
+  struct timespec ts;
+  if (!get_args(env, info, 4, argv) || !arg_word(env, argv[0], argv[1], &offset, &word, &detachable) ||
+      !arg_futex_value(env, argv[2], &expected) || !arg_timeout(env, argv[3], &timeout_ms))
+    return NULL;
+  if (futex(word, FUTEX_WAIT, expected, relative_timeout(timeout_ms, &ts)) == 0)
+    return make_number(env, WAIT_WOKEN);
+  switch (errno) {
+  case EAGAIN:
+    return make_number(env, WAIT_NOT_EQUAL);
+  case ETIMEDOUT:
+    return make_number(env, WAIT_TIMED_OUT);
+  case EINTR: /* the caller re-checks the word anyway */
+    return make_number(env, WAIT_WOKEN);
+  default:
+    throw_system(env, errno, "futex", NULL);
+    return NULL;
+  }
+}
+
+/* futexWake(buffer, byteOffset, count): FUTEX_WAKE; returns how many were woken. */
+static napi_value js_futex_wake(napi_env env, napi_callback_info info)
+{
+  napi_value argv[3];
+  double offset, count;
+  uint32_t *word;
+  bool detachable;
+  if (!get_args(env, info, 3, argv) || !arg_word(env, argv[0], argv[1], &offset, &word, &detachable) ||
+      !arg_number(env, argv[2], "count", &count))
+    return NULL;
+  if (!(count >= 0) || (count != floor(count) && !isinf(count))) {
+    throw_range(env, "The value of \"count\" is out of range. It must be an integer >= 0. Received %g", count);
+    return NULL;
+  }
+  long woken = futex(word, FUTEX_WAKE, count > INT_MAX ? INT_MAX : (uint32_t)count, NULL);
+  if (woken < 0) {
+    throw_system(env, errno, "futex", NULL);
+    return NULL;
+  }
+  return make_number(env, (double)woken);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Waiters: one thread per waiter parks on the futex word when armed and reports the result
+ * into the creating thread's event loop through a uv_async_t.
+ *
+ *   JS thread                         waiter thread
+ *   waiterArm:  armed, request ──cond──▶ take request, in_wait
+ *                                        FUTEX_WAIT(word, expected, timeout)
+ *   async_cb:  ◀──uv_async_send──────── result, has_result
+ *   callback(result), armed = false
+ *
+ * Cancel and close must pull the thread out of the kernel. A FUTEX_WAKE sent after the
+ * thread released the mutex but before it reached the kernel would be lost, so on
+ * Linux >= 5.16 the thread waits with futex_waitv on two words: the shared word and a
+ * private `kick` word that cancel/close bump. A bump either wakes the thread or makes its
+ * wait fail at entry (EAGAIN); it cannot be lost, and other waiters of the shared word are
+ * not disturbed. Where futex_waitv is missing (ENOSYS, or EPERM from a seccomp filter), or
+ * SHMBUS_FUTEX_WAITV=0 is set (tests), cancel/close FUTEX_WAKE the shared word until the
+ * thread has come back, blocking the caller for about one thread wake-up; the other
+ * waiters of that word then wake spuriously and re-check. If the word was unmapped under
+ * the wait, no wake reaches it: after KICK_ATTEMPTS the caller gives up, and the thread,
+ * detached, ends (and frees its share of the waiter) when its wait times out.
+ * ------------------------------------------------------------------------------------- */
+
+/* Written once under pthread_once before any waiter exists. */
+static bool have_futex_waitv;
+static pthread_once_t futex_waitv_once = PTHREAD_ONCE_INIT;
+
+static void probe_futex_waitv(void)
+{
+  const char *setting = getenv("SHMBUS_FUTEX_WAITV");
+  if (setting != NULL && strcmp(setting, "0") == 0)
+    return;
+  /* nr_futexes = 0 is invalid: EINVAL proves the syscall exists. */
+  have_futex_waitv = syscall(SYS_futex_waitv, NULL, 0, 0, NULL, 0) == -1 && errno == EINVAL;
+}
+
+/* struct futex_waitv and __kernel_timespec of <linux/futex.h>, spelled out for old headers. */
+struct waitv_entry {
+  uint64_t value;
+  uint64_t address;
+  uint32_t flags;
+  uint32_t reserved;
+};
+
+struct kernel_timespec {
+  int64_t tv_sec;
+  int64_t tv_nsec;
+};
+
+#define WAITV_U32 0x02       /* FUTEX2_SIZE_U32 */
+#define WAITV_PRIVATE 0x80   /* FUTEX2_PRIVATE */
+
+/* FUTEX_WAIT fallback: wakes sent 1 ms apart before cancel/close stop waiting for the thread. */
+#define KICK_ATTEMPTS 100
+
+typedef struct {
+  napi_env env;
+  uv_async_t async;
+  pthread_t thread;
+  pthread_mutex_t mutex;
+  pthread_cond_t armed_cond;  /* JS thread -> waiter thread: request or stopping */
+  pthread_cond_t back_cond;   /* waiter thread -> JS thread: left the futex syscall */
+  uint32_t kick;              /* private futex word, see above; written under mutex */
+  int owners;                 /* handle, open uv_async_t, thread; atomic: the thread may be last */
+
+  /* Guarded by mutex. */
+  uint32_t *word;
+  uint32_t expected;
+  double timeout_ms;
+  bool armed;      /* from waiterArm until the callback is called */
+  bool request;    /* armed, not yet taken by the thread */
+  bool cancelled;  /* waiterCancel since waiterArm: the result is WAIT_CANCELLED */
+  bool stopping;   /* waiterClose: the thread exits */
+  bool in_wait;    /* the thread is in (or about to enter) the futex syscall */
+  bool has_result;
+  int result;
+
+  /* JS thread only. */
+  size_t offset;
+  bool detachable;
+  bool thread_started;
+  bool closing;
+  bool calling;    /* inside the callback, which may close the waiter: see waiter_close */
+  napi_ref self;   /* the handle: strong while armed, so the callback comes even if JS dropped it */
+  napi_ref callback;
+  napi_ref buffer; /* keeps the mapping alive while the thread may wait on it */
+  napi_async_context async_context;
+  napi_async_cleanup_hook_handle cleanup;
+} waiter_t;
+
+static void waiter_release(waiter_t *w)
+{
+  if (__atomic_sub_fetch(&w->owners, 1, __ATOMIC_ACQ_REL) > 0)
+    return;
+  pthread_mutex_destroy(&w->mutex);
+  pthread_cond_destroy(&w->armed_cond);
+  pthread_cond_destroy(&w->back_cond);
+  free(w);
+}
+
+/* One wait of the waiter thread: futex_waitv on (word, kick), or plain FUTEX_WAIT. */
+static int waiter_park(uint32_t *word, uint32_t expected, uint32_t *kick, uint32_t kick_value, double timeout_ms)
+{
+  long r;
+  if (have_futex_waitv) {
+    struct waitv_entry entries[2] = {
+        {.value = expected, .address = (uintptr_t)word, .flags = WAITV_U32},
+        {.value = kick_value, .address = (uintptr_t)kick, .flags = WAITV_U32 | WAITV_PRIVATE},
+    };
+    struct kernel_timespec deadline, *until = NULL;
+    struct timespec now, relative;
+    if (relative_timeout(timeout_ms, &relative) != NULL) { /* futex_waitv takes an absolute time */
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      deadline.tv_sec = (int64_t)now.tv_sec + relative.tv_sec;
+      deadline.tv_nsec = (int64_t)now.tv_nsec + relative.tv_nsec;
+      if (deadline.tv_nsec >= 1000000000) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000;
+      }
+      until = &deadline;
+    }
+    r = syscall(SYS_futex_waitv, entries, 2, 0, until, CLOCK_MONOTONIC);
+  } else {
+    struct timespec ts;
+    r = futex(word, FUTEX_WAIT, expected, relative_timeout(timeout_ms, &ts));
+  }
+  if (r >= 0)
+    return WAIT_WOKEN;
+  switch (errno) {
+  case EAGAIN:
+    return WAIT_NOT_EQUAL;
+  case ETIMEDOUT:
+    return WAIT_TIMED_OUT;
+  case EINTR:
+    return WAIT_WOKEN;
+  default: /* EFAULT: the word's memory is gone */
+    return WAIT_ERROR;
+  }
+}
+
+static void *waiter_main(void *arg)
+{
+  waiter_t *w = arg;
+  pthread_mutex_lock(&w->mutex);
+  for (;;) {
+    while (!w->request && !w->stopping)
+      pthread_cond_wait(&w->armed_cond, &w->mutex);
+    if (w->stopping)
+      break;
+    w->request = false;
+    int result = WAIT_CANCELLED;
+    if (!w->cancelled) {
+      uint32_t *word = w->word, expected = w->expected, kick_value = w->kick;
+      double timeout_ms = w->timeout_ms;
+      w->in_wait = true;
+      pthread_mutex_unlock(&w->mutex);
+      result = waiter_park(word, expected, &w->kick, kick_value, timeout_ms);
+      pthread_mutex_lock(&w->mutex);
+      w->in_wait = false;
+      pthread_cond_broadcast(&w->back_cond);
+      if (w->stopping)
+        break;
+    }
+    w->result = result;
+    w->has_result = true;
+    uv_async_send(&w->async); /* never after stopping: waiter_close sets it before uv_close */
+  }
+  pthread_mutex_unlock(&w->mutex);
+  waiter_release(w);
+  return NULL;
+}
+
+/*
+ * Pulls the thread out of its futex wait so that it re-reads the flags; mutex held. False
+ * if it did not come back (fallback only: the wakes do not reach it, see above).
+ */
+static bool waiter_kick(waiter_t *w)
+{
+  if (have_futex_waitv) {
+    __atomic_store_n(&w->kick, w->kick + 1, __ATOMIC_SEQ_CST);
+    futex(&w->kick, FUTEX_WAKE_PRIVATE, 1, NULL);
+    return true;
+  }
+  for (int attempt = 0; w->in_wait; attempt++) {
+    if (attempt == KICK_ATTEMPTS)
+      return false;
+    futex(w->word, FUTEX_WAKE, INT_MAX, NULL);
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_nsec += 1000000; /* re-send after 1 ms if the wake fell into the gap */
+    if (until.tv_nsec >= 1000000000) {
+      until.tv_sec++;
+      until.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&w->back_cond, &w->mutex, &until);
+  }
+  return true;
+}
+
+static void waiter_closed(uv_handle_t *handle)
+{
+  waiter_t *w = CONTAINER_OF(handle, waiter_t, async);
+  /* Ends our part of env teardown if the cleanup hook started it; unregisters it otherwise. */
+  if (w->cleanup != NULL)
+    napi_remove_async_cleanup_hook(w->cleanup);
+  waiter_release(w);
+}
+
+/*
+ * Stops and joins the thread (or detaches it, see KICK_ATTEMPTS), drops the JS references
+ * and closes the uv_async_t. Idempotent.
+ */
+static void waiter_close(waiter_t *w)
+{
+  if (w->closing)
+    return;
+  w->closing = true;
+  if (w->thread_started) {
+    pthread_mutex_lock(&w->mutex);
+    w->stopping = true;
+    pthread_cond_signal(&w->armed_cond);
+    bool back = waiter_kick(w);
+    pthread_mutex_unlock(&w->mutex);
+    if (back)
+      pthread_join(w->thread, NULL);
+    else
+      pthread_detach(w->thread);
+  }
+  if (w->self != NULL)
+    napi_delete_reference(w->env, w->self);
+  if (w->callback != NULL)
+    napi_delete_reference(w->env, w->callback);
+  if (w->buffer != NULL)
+    napi_delete_reference(w->env, w->buffer);
+  /* napi_make_callback still needs the async context after the callback returns. */
+  if (w->async_context != NULL && !w->calling) {
+    napi_async_destroy(w->env, w->async_context);
+    w->async_context = NULL;
+  }
+  w->self = w->callback = w->buffer = NULL;
+  uv_close((uv_handle_t *)&w->async, waiter_closed);
+}
+
+static void waiter_async_cb(uv_async_t *handle)
+{
+  waiter_t *w = CONTAINER_OF(handle, waiter_t, async);
+  pthread_mutex_lock(&w->mutex);
+  bool ready = w->has_result;
+  int result = w->cancelled ? WAIT_CANCELLED : w->result;
+  if (ready)
+    w->has_result = w->armed = w->cancelled = false;
+  pthread_mutex_unlock(&w->mutex);
+  if (!ready || w->closing)
+    return;
+  /* Disarmed: stop holding the loop and the handle before the callback possibly re-arms. */
+  uv_unref((uv_handle_t *)&w->async);
+  napi_reference_unref(w->env, w->self, NULL);
+  w->calling = true;
+  call_js(w->env, w->callback, w->async_context, 1, result);
+  w->calling = false;
+  /* Still allocated even if the callback closed it: uv_close calls back on a later tick. */
+  if (w->closing && w->async_context != NULL) {
+    napi_async_destroy(w->env, w->async_context);
+    w->async_context = NULL;
+  }
+}
+
+/* The environment (a worker, or the main thread at exit) is going away. */
+static void waiter_cleanup_hook(napi_async_cleanup_hook_handle handle, void *arg)
+{
+  (void)handle;
+  waiter_close(arg);
+}
+
+/* The handle was collected while disarmed: nobody can arm or close this waiter any more. */
+static void waiter_handle_finalize(napi_env env, void *data, void *hint)
+{
+  (void)env, (void)hint;
+  waiter_t *w = data;
+  waiter_close(w);
+  waiter_release(w);
+}
+
+/*
+ * waiterCreate(buffer, byteOffset, callback): starts the thread (all signals blocked in it,
+ * so it never takes the process's signals) and an unref'd uv_async_t on this env's loop.
+ */
+static napi_value js_waiter_create(napi_env env, napi_callback_info info)
+{
+  napi_value argv[3], name, handle;
+  double offset;
+  uint32_t *word;
+  bool detachable;
+  uv_loop_t *loop;
+  if (!get_args(env, info, 3, argv) || !arg_word(env, argv[0], argv[1], &offset, &word, &detachable) ||
+      !arg_function(env, argv[2], "callback"))
+    return NULL;
+  TRY(napi_get_uv_event_loop(env, &loop));
+  pthread_once(&futex_waitv_once, probe_futex_waitv);
+
+  waiter_t *w = calloc(1, sizeof *w);
+  if (w == NULL) {
+    throw_system(env, ENOMEM, "malloc", NULL);
+    return NULL;
+  }
+  pthread_condattr_t cond_attr;
+  pthread_condattr_init(&cond_attr);
+  pthread_condattr_setclock(&cond_attr, CLOCK_MONOTONIC);
+  pthread_mutex_init(&w->mutex, NULL);
+  pthread_cond_init(&w->armed_cond, NULL);
+  pthread_cond_init(&w->back_cond, &cond_attr);
+  pthread_condattr_destroy(&cond_attr);
+  w->env = env;
+  w->word = word;
+  w->offset = (size_t)offset;
+  w->detachable = detachable;
+  w->owners = 1; /* the uv_async_t, released by waiter_closed */
+  int err = uv_async_init(loop, &w->async, waiter_async_cb);
+  if (err != 0) {
+    waiter_release(w); /* no handle to close: frees it */
+    throw_system(env, -err, "uv_async_init", NULL);
+    return NULL;
+  }
+  uv_unref((uv_handle_t *)&w->async);
+
+  /* From here on, waiter_close undoes whatever has been set up. */
+  if (napi_create_reference(env, argv[2], 1, &w->callback) != napi_ok ||
+      napi_create_reference(env, argv[0], 1, &w->buffer) != napi_ok ||
+      napi_create_string_utf8(env, "shmbus.Waiter", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_async_init(env, NULL, name, &w->async_context) != napi_ok ||
+      napi_add_async_cleanup_hook(env, waiter_cleanup_hook, w, &w->cleanup) != napi_ok) {
+    fail_napi(env);
+    waiter_close(w);
+    return NULL;
+  }
+
+  pthread_attr_t attr;
+  sigset_t all, previous;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, WAITER_STACK_SIZE);
+  sigfillset(&all);
+  __atomic_add_fetch(&w->owners, 1, __ATOMIC_RELAXED); /* the thread's, released as it exits */
+  pthread_sigmask(SIG_SETMASK, &all, &previous);       /* the new thread inherits this mask */
+  err = pthread_create(&w->thread, &attr, waiter_main, w);
+  pthread_sigmask(SIG_SETMASK, &previous, NULL);
+  pthread_attr_destroy(&attr);
+  if (err != 0) {
+    __atomic_sub_fetch(&w->owners, 1, __ATOMIC_RELAXED);
+    waiter_close(w);
+    throw_system(env, err, "pthread_create", NULL);
+    return NULL;
+  }
+  w->thread_started = true;
+
+  if (napi_create_external(env, w, waiter_handle_finalize, NULL, &handle) != napi_ok) {
+    fail_napi(env);
+    waiter_close(w);
+    return NULL;
+  }
+  __atomic_add_fetch(&w->owners, 1, __ATOMIC_RELAXED); /* the handle */
+  TRY(napi_type_tag_object(env, handle, &WAITER_TAG));
+  TRY(napi_create_reference(env, handle, 0, &w->self));
+  return handle;
+}
+
+static bool arg_waiter(napi_env env, napi_value value, waiter_t **w)
+{
+  return arg_handle(env, value, &WAITER_TAG, "waiter", "a WaiterHandle from waiterCreate()", (void **)w);
+}
+
+/*
+ * waiterArm(waiter, expected, timeoutMs): hands one wait to the thread and refs the async
+ * handle and the waiter's handle, so the loop stays alive until the callback and the
+ * waiter is not collected before it. EBUSY while a wait is pending.
+ * A mapping's ArrayBuffer is looked up again: once unmapped (detached) it throws RangeError
+ * instead of letting the thread wait on memory that is gone.
+ */
+static napi_value js_waiter_arm(napi_env env, napi_callback_info info)
+{
+  napi_value argv[3], buffer;
+  waiter_t *w;
+  uint32_t expected;
+  double timeout_ms;
+  if (!get_args(env, info, 3, argv) || !arg_waiter(env, argv[0], &w) || !arg_futex_value(env, argv[1], &expected) ||
+      !arg_timeout(env, argv[2], &timeout_ms))
+    return NULL;
+  if (w->closing) {
+    napi_throw_error(env, "ERR_INVALID_STATE", "The waiter is closed");
+    return NULL;
+  }
+  uint32_t *word = w->word;
+  if (w->detachable) {
+    void *data;
+    size_t length;
+    TRY(napi_get_reference_value(env, w->buffer, &buffer));
+    TRY(napi_get_arraybuffer_info(env, buffer, &data, &length));
+    if (!word_at(env, data, length, (double)w->offset, &word))
+      return NULL;
+  }
+
+  pthread_mutex_lock(&w->mutex);
+  bool busy = w->armed;
+  if (!busy) {
+    w->word = word;
+    w->expected = expected;
+    w->timeout_ms = timeout_ms;
+    w->armed = w->request = true;
+    w->cancelled = false;
+    pthread_cond_signal(&w->armed_cond);
+  }
+  pthread_mutex_unlock(&w->mutex);
+  if (busy) {
+    throw_system(env, EBUSY, "waiterArm", NULL);
+    return NULL;
+  }
+  uv_ref((uv_handle_t *)&w->async);
+  napi_reference_ref(env, w->self, NULL);
+  return make_undefined(env);
+}
+
+/* waiterCancel(waiter): the pending wait ends and its callback gets WAIT_CANCELLED. */
+static napi_value js_waiter_cancel(napi_env env, napi_callback_info info)
+{
+  napi_value argv[1];
+  waiter_t *w;
+  if (!get_args(env, info, 1, argv) || !arg_waiter(env, argv[0], &w))
+    return NULL;
+  if (!w->closing) {
+    pthread_mutex_lock(&w->mutex);
+    if (w->armed && !w->cancelled) {
+      w->cancelled = true;
+      waiter_kick(w);
+    }
+    pthread_mutex_unlock(&w->mutex);
+  }
+  return make_undefined(env);
+}
+
+/* waiterClose(waiter): stop and join the thread; a pending wait gets no callback. */
+static napi_value js_waiter_close(napi_env env, napi_callback_info info)
+{
+  napi_value argv[1];
+  waiter_t *w;
+  if (!get_args(env, info, 1, argv) || !arg_waiter(env, argv[0], &w))
+    return NULL;
+  waiter_close(w);
+  return make_undefined(env);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * eventfd + uv_poll
+ * ------------------------------------------------------------------------------------- */
+
+/* eventfdCreate(initial, semaphore): eventfd(EFD_CLOEXEC|EFD_NONBLOCK[|EFD_SEMAPHORE]). */
+static napi_value js_eventfd_create(napi_env env, napi_callback_info info)
+{
+  napi_value argv[2];
+  double initial;
+  bool semaphore;
+  if (!get_args(env, info, 2, argv) || !arg_integer(env, argv[0], "initial", 0, UINT32_MAX, &initial) ||
+      !arg_bool(env, argv[1], "semaphore", &semaphore))
+    return NULL;
+  int fd = eventfd((unsigned)initial, EFD_CLOEXEC | EFD_NONBLOCK | (semaphore ? EFD_SEMAPHORE : 0));
+  if (fd < 0) {
+    throw_system(env, errno, "eventfd", NULL);
+    return NULL;
+  }
+  return make_number(env, fd);
+}
+
+/* eventfdRead(fd): read(2) the counter (resetting it, or taking 1 in semaphore mode); 0 if EAGAIN. */
+static napi_value js_eventfd_read(napi_env env, napi_callback_info info)
+{
+  napi_value argv[1];
+  int fd;
+  uint64_t value;
+  ssize_t n;
+  if (!get_args(env, info, 1, argv) || !arg_fd(env, argv[0], &fd))
+    return NULL;
+  while ((n = read(fd, &value, sizeof value)) < 0 && errno == EINTR)
+    ;
+  if (n < 0 && errno == EAGAIN)
+    return make_number(env, 0);
+  if (n != (ssize_t)sizeof value) {
+    throw_system(env, n < 0 ? errno : EIO, "read", NULL);
+    return NULL;
+  }
+  return make_number(env, (double)value);
+}
+
+/* eventfdWrite(fd, value): write(2) adds `value` to the counter (EAGAIN if it would overflow). */
+static napi_value js_eventfd_write(napi_env env, napi_callback_info info)
+{
+  napi_value argv[2];
+  int fd;
+  double d;
+  ssize_t n;
+  if (!get_args(env, info, 2, argv) || !arg_fd(env, argv[0], &fd) ||
+      !arg_integer(env, argv[1], "value", 0, MAX_SAFE_INTEGER, &d))
+    return NULL;
+  uint64_t value = (uint64_t)d;
+  while ((n = write(fd, &value, sizeof value)) < 0 && errno == EINTR)
+    ;
+  if (n != (ssize_t)sizeof value) {
+    throw_system(env, n < 0 ? errno : EIO, "write", NULL);
+    return NULL;
+  }
+  return make_undefined(env);
+}
+
+/* A uv_poll_t owned, like a waiter, by its handle external and by the open uv handle. */
+typedef struct {
+  napi_env env;
+  uv_poll_t poll;
+  bool closing;
+  bool calling; /* inside the callback, which may stop the poll: see poll_close */
+  int owners;
+  napi_ref self; /* the handle, strong until pollStop: a running watcher is never collected */
+  napi_ref callback;
+  napi_async_context async_context;
+  napi_async_cleanup_hook_handle cleanup;
+} poll_t;
+
+static void poll_release(poll_t *p)
+{
+  if (--p->owners == 0)
+    free(p);
+}
+
+static void poll_closed(uv_handle_t *handle)
+{
+  poll_t *p = CONTAINER_OF(handle, poll_t, poll);
+  if (p->cleanup != NULL)
+    napi_remove_async_cleanup_hook(p->cleanup);
+  poll_release(p);
+}
+
+static void poll_close(poll_t *p)
+{
+  if (p->closing)
+    return;
+  p->closing = true;
+  uv_poll_stop(&p->poll);
+  if (p->self != NULL)
+    napi_delete_reference(p->env, p->self);
+  if (p->callback != NULL)
+    napi_delete_reference(p->env, p->callback);
+  /* napi_make_callback still needs the async context after the callback returns. */
+  if (p->async_context != NULL && !p->calling) {
+    napi_async_destroy(p->env, p->async_context);
+    p->async_context = NULL;
+  }
+  p->self = p->callback = NULL;
+  uv_close((uv_handle_t *)&p->poll, poll_closed);
+}
+
+/* Readable (or an error, after which libuv has stopped the watcher): JS reads the fd. */
+static void poll_cb(uv_poll_t *handle, int status, int events)
+{
+  (void)status, (void)events;
+  poll_t *p = CONTAINER_OF(handle, poll_t, poll);
+  if (p->closing)
+    return;
+  p->calling = true;
+  call_js(p->env, p->callback, p->async_context, 0, 0);
+  p->calling = false;
+  if (p->closing && p->async_context != NULL) {
+    napi_async_destroy(p->env, p->async_context);
+    p->async_context = NULL;
+  }
+}
+
+static void poll_cleanup_hook(napi_async_cleanup_hook_handle handle, void *arg)
+{
+  (void)handle;
+  poll_close(arg);
+}
+
+static void poll_handle_finalize(napi_env env, void *data, void *hint)
+{
+  (void)env, (void)hint;
+  poll_t *p = data;
+  poll_close(p);
+  poll_release(p);
+}
+
+/*
+ * pollStart(fd, callback): uv_poll_start(UV_READABLE) on this env's loop; the watcher is
+ * ref'd, so it keeps the loop (and its handle) alive until pollStop. Level-triggered: the callback repeats
+ * while the fd stays readable. One watcher per fd per loop (libuv refuses a second:
+ * EEXIST); stop it before closing the fd.
+ */
+static napi_value js_poll_start(napi_env env, napi_callback_info info)
+{
+  napi_value argv[2], name, handle;
+  int fd;
+  uv_loop_t *loop;
+  if (!get_args(env, info, 2, argv) || !arg_fd(env, argv[0], &fd) || !arg_function(env, argv[1], "callback"))
+    return NULL;
+  TRY(napi_get_uv_event_loop(env, &loop));
+  poll_t *p = calloc(1, sizeof *p);
+  if (p == NULL) {
+    throw_system(env, ENOMEM, "malloc", NULL);
+    return NULL;
+  }
+  p->env = env;
+  int err = uv_poll_init(loop, &p->poll, fd);
+  if (err != 0) {
+    free(p);
+    throw_system(env, -err, "uv_poll_init", NULL);
+    return NULL;
+  }
+  p->owners = 1; /* the uv_poll_t, released by poll_closed */
+  if (napi_create_reference(env, argv[1], 1, &p->callback) != napi_ok ||
+      napi_create_string_utf8(env, "shmbus.Poll", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_async_init(env, NULL, name, &p->async_context) != napi_ok ||
+      napi_add_async_cleanup_hook(env, poll_cleanup_hook, p, &p->cleanup) != napi_ok) {
+    fail_napi(env);
+    poll_close(p);
+    return NULL;
+  }
+  err = uv_poll_start(&p->poll, UV_READABLE, poll_cb);
+  if (err != 0) {
+    poll_close(p);
+    throw_system(env, -err, "uv_poll_start", NULL);
+    return NULL;
+  }
+  if (napi_create_external(env, p, poll_handle_finalize, NULL, &handle) != napi_ok) {
+    fail_napi(env);
+    poll_close(p);
+    return NULL;
+  }
+  p->owners++; /* the handle */
+  TRY(napi_type_tag_object(env, handle, &POLL_TAG));
+  TRY(napi_create_reference(env, handle, 1, &p->self));
+  return handle;
+}
+
+/* pollStop(poll): uv_poll_stop + uv_close. Idempotent. */
+static napi_value js_poll_stop(napi_env env, napi_callback_info info)
+{
+  napi_value argv[1];
+  poll_t *p;
+  if (!get_args(env, info, 1, argv) ||
+      !arg_handle(env, argv[0], &POLL_TAG, "poll", "a PollHandle from pollStart()", (void **)&p))
+    return NULL;
+  poll_close(p);
+  return make_undefined(env);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Misc
+ * ------------------------------------------------------------------------------------- */
+
+/* noop(): the baseline cost of crossing into C. */
+static napi_value js_noop(napi_env env, napi_callback_info info)
+{
+  (void)env, (void)info;
+  return NULL;
+}
+
+/* constants(): the values compiled into the addon, compared with the TypeScript side by a test. */
+static napi_value js_constants(napi_env env, napi_callback_info info)
+{
+  (void)info;
+  static const struct {
+    const char *name;
+    int value;
+  } constants[] = {
+      {"WAIT_WOKEN", WAIT_WOKEN},         {"WAIT_NOT_EQUAL", WAIT_NOT_EQUAL}, {"WAIT_TIMED_OUT", WAIT_TIMED_OUT},
+      {"WAIT_CANCELLED", WAIT_CANCELLED}, {"WAIT_ERROR", WAIT_ERROR},
+  };
+  napi_value result, value;
+  TRY(napi_create_object(env, &result));
+  for (size_t i = 0; i < sizeof constants / sizeof constants[0]; i++) {
+    TRY(napi_create_int32(env, constants[i].value, &value));
+    TRY(napi_set_named_property(env, result, constants[i].name, value));
+  }
+  return result;
+}
+
+NAPI_MODULE_INIT()
+{
+#define FN(name, fn) {name, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL}
+  const napi_property_descriptor properties[] = {
+      FN("createFile", js_create_file),
+      FN("openFile", js_open_file),
+      FN("fstat", js_fstat),
+      FN("stat", js_stat),
+      FN("closeFd", js_close_fd),
+      FN("unlink", js_unlink),
+      FN("map", js_map),
+      FN("unmap", js_unmap),
+      FN("lockTry", js_lock_try),
+      FN("lockRelease", js_lock_release),
+      FN("lockHeld", js_lock_held),
+      FN("futexWait", js_futex_wait),
+      FN("futexWake", js_futex_wake),
+      FN("waiterCreate", js_waiter_create),
+      FN("waiterArm", js_waiter_arm),
+      FN("waiterCancel", js_waiter_cancel),
+      FN("waiterClose", js_waiter_close),
+      FN("eventfdCreate", js_eventfd_create),
+      FN("eventfdRead", js_eventfd_read),
+      FN("eventfdWrite", js_eventfd_write),
+      FN("pollStart", js_poll_start),
+      FN("pollStop", js_poll_stop),
+      FN("noop", js_noop),
+      FN("constants", js_constants),
+  };
+#undef FN
+  TRY(napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties));
+  return exports;
+}

@@ -1,0 +1,157 @@
+/**
+ * The ONE module that loads the native addon (native/shmbus.c, built by node-gyp on
+ * `npm install`) and declares its typed contract. Nothing else imports the .node binary.
+ *
+ * The addon is a thin syscall layer: files in /dev/shm, mmap, futex, a futex waiter thread
+ * that resolves into the event loop, eventfd + uv_poll, OFD byte-range locks. No ring or
+ * protocol logic lives in C.
+ *
+ * Every function is synchronous and may be called from any thread that loaded the addon
+ * (main thread or worker); the addon is context-aware. Errors thrown by the addon look
+ * like Node's system errors: `code` ('ENOENT', ...), `errno` (negative, as libuv),
+ * `syscall` and, where a path is involved, `path`. The TypeScript layer wraps them in
+ * ShmError subclasses and keeps the original as `cause`.
+ */
+import { createRequire } from 'node:module';
+
+/** Opaque handle of one mapping (an N-API external). */
+export interface MappingHandle {
+  readonly __mapping: unique symbol;
+}
+
+/** Opaque handle of one futex waiter thread (an N-API external). */
+export interface WaiterHandle {
+  readonly __waiter: unique symbol;
+}
+
+/** Opaque handle of one uv_poll watcher (an N-API external). */
+export interface PollHandle {
+  readonly __poll: unique symbol;
+}
+
+/** Results of futexWait and of a waiter's callback. */
+export const WAIT_WOKEN = 0;
+/** The word did not hold `expected` when the wait started (EAGAIN). */
+export const WAIT_NOT_EQUAL = 1;
+export const WAIT_TIMED_OUT = 2;
+/** Only for waiters: waiterCancel() ended the wait. */
+export const WAIT_CANCELLED = 3;
+/** Only for waiters: FUTEX_WAIT itself failed (e.g. EFAULT on an unmapped word). */
+export const WAIT_ERROR = 4;
+
+/** A mapping from map(), or a SharedArrayBuffer (the futex calls accept both; SAB allocates a temporary view). */
+export type WaitableBuffer = ArrayBuffer | SharedArrayBuffer;
+
+export interface NativeBinding {
+  /**
+   * open(path, O_CREAT|O_EXCL|O_RDWR|O_CLOEXEC, mode), fchmod(mode) (so umask does not
+   * widen or narrow it), ftruncate(size), posix_fallocate(0, size) so that a full tmpfs
+   * fails here with ENOSPC instead of SIGBUS later. On any failure after open the file
+   * is closed and unlinked before throwing. Returns the fd. Blocks (filesystem).
+   */
+  createFile(path: string, size: number, mode: number): number;
+  /** open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC). Returns the fd. */
+  openFile(path: string, writable: boolean): number;
+  /** fstat(fd): [size, dev, ino, uid, mode]. */
+  fstat(fd: number): [size: number, dev: number, ino: number, uid: number, mode: number];
+  /** stat(path): [size, dev, ino, uid, mode], or null when the path does not exist. */
+  stat(path: string): [size: number, dev: number, ino: number, uid: number, mode: number] | null;
+  /** close(fd). */
+  closeFd(fd: number): void;
+  /** unlink(path): true if removed, false if it did not exist. */
+  unlink(path: string): boolean;
+
+  /**
+   * mmap(NULL, size, PROT_READ|(writable?PROT_WRITE:0), MAP_SHARED, fd, 0) returned as an
+   * external ArrayBuffer of exactly `size` bytes, plus a handle for unmap(). The caller
+   * must have checked (fstat) that the file is at least `size` bytes long. Writing through a
+   * read-only mapping kills the process with SIGSEGV.
+   */
+  map(fd: number, size: number, writable: boolean): [buffer: ArrayBuffer, handle: MappingHandle];
+  /**
+   * Detach `buffer` (every view of it then reads as length 0) and munmap. Idempotent.
+   * If never called, the mapping is unmapped when the ArrayBuffer is garbage collected.
+   */
+  unmap(handle: MappingHandle, buffer: ArrayBuffer): void;
+
+  /** fcntl(F_OFD_SETLK, F_WRLCK) on the single byte at `offset`: true if taken, false if another open file description holds it. */
+  lockTry(fd: number, offset: number): boolean;
+  /** fcntl(F_OFD_SETLK, F_UNLCK) on the single byte at `offset`. */
+  lockRelease(fd: number, offset: number): void;
+  /** fcntl(F_OFD_GETLK, F_WRLCK) on the byte: true if another open file description holds a lock on it. */
+  lockHeld(fd: number, offset: number): boolean;
+
+  /**
+   * FUTEX_WAIT (shared, not private) on the Int32 at buffer[byteOffset] while it equals
+   * `expected`, for at most timeoutMs (negative = forever). Blocks the calling thread.
+   * Returns WAIT_WOKEN (also for EINTR and spurious wake-ups), WAIT_NOT_EQUAL or WAIT_TIMED_OUT.
+   */
+  futexWait(buffer: WaitableBuffer, byteOffset: number, expected: number, timeoutMs: number): number;
+  /** FUTEX_WAKE (shared) up to `count` waiters on buffer[byteOffset]. Returns how many were woken. */
+  futexWake(buffer: WaitableBuffer, byteOffset: number, count: number): number;
+
+  /**
+   * A helper thread that parks on the futex word buffer[byteOffset] when armed and reports
+   * into this thread's event loop: `callback(result)` runs on the loop with WAIT_WOKEN,
+   * WAIT_NOT_EQUAL, WAIT_TIMED_OUT, WAIT_CANCELLED or WAIT_ERROR, once per waiterArm(). While
+   * armed the waiter keeps the event loop alive; while disarmed it does not. The thread waits
+   * with futex_waitv on the shared word plus a private kick word (Linux >= 5.16), so cancel and
+   * close never lose a wake-up; elsewhere it falls back to FUTEX_WAIT and repeated wakes
+   * (SHMBUS_FUTEX_WAITV=0 forces the fallback).
+   */
+  waiterCreate(buffer: WaitableBuffer, byteOffset: number, callback: (result: number) => void): WaiterHandle;
+  /** Arm: the thread calls FUTEX_WAIT(word, expected, timeoutMs). Throws EBUSY if already armed. */
+  waiterArm(waiter: WaiterHandle, expected: number, timeoutMs: number): void;
+  /** End a pending wait early; its callback receives WAIT_CANCELLED. No-op if not armed. */
+  waiterCancel(waiter: WaiterHandle): void;
+  /** Stop and join the thread; a pending wait gets no callback. Idempotent. */
+  waiterClose(waiter: WaiterHandle): void;
+
+  /** eventfd(initial, EFD_CLOEXEC|EFD_NONBLOCK|(semaphore?EFD_SEMAPHORE:0)). */
+  eventfdCreate(initial: number, semaphore: boolean): number;
+  /** read(2) an eventfd: its counter (as a number), or 0 when EAGAIN. */
+  eventfdRead(fd: number): number;
+  /** write(2) `value` to an eventfd. */
+  eventfdWrite(fd: number, value: number): void;
+  /**
+   * Watch fd for readability with uv_poll on this thread's loop; callback runs on the loop.
+   * Keeps the loop alive until pollStop. uv_poll_init makes the fd non-blocking; libuv allows
+   * one poll per fd per loop; call pollStop before closeFd.
+   */
+  pollStart(fd: number, callback: () => void): PollHandle;
+  /** Stop and close the watcher. Idempotent. */
+  pollStop(poll: PollHandle): void;
+
+  /** Does nothing: the baseline cost of crossing into C (benchmarks). */
+  noop(): void;
+  /** The layout constants compiled into the addon, for the test that compares them with src/layout. */
+  constants(): Record<string, number>;
+}
+
+const require = createRequire(import.meta.url);
+
+function load(): NativeBinding {
+  const candidates = ['../../../build/Release/shmbus.node', '../../../build/Debug/shmbus.node'];
+  let firstError: unknown;
+  for (const candidate of candidates) {
+    try {
+      return require(candidate) as NativeBinding;
+    } catch (err) {
+      firstError ??= err;
+    }
+  }
+  const tuple = `${process.platform}-${process.arch} node ${process.versions.node} (abi ${process.versions.modules})`;
+  const message =
+    `shmbus: the native addon could not be loaded for ${tuple}. ` +
+    'It is built by `npm install` (node-gyp: needs python3, make and a C compiler). ' +
+    `First error: ${(firstError as Error)?.message ?? String(firstError)}`;
+  throw Object.assign(new Error(message), { code: 'SHM_ERR_NATIVE_UNAVAILABLE', cause: firstError });
+}
+
+let cached: NativeBinding | undefined;
+
+/** The addon, loaded on first use (so the SharedArrayBuffer-only core works without it). */
+export function native(): NativeBinding {
+  cached ??= load();
+  return cached;
+}
