@@ -1,0 +1,86 @@
+/** Pins every offset of the byte layouts to docs/LAYOUT.md: a change here is a layout version bump. */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import * as ch from '../../src/layout/channel.js';
+import * as seg from '../../src/layout/segment.js';
+
+test('the segment header offsets are those of docs/LAYOUT.md', () => {
+  assert.deepEqual(
+    {
+      magic: seg.MAGIC_OFFSET,
+      version: seg.VERSION_OFFSET,
+      kind: seg.KIND_OFFSET,
+      headerLength: seg.HEADER_LENGTH_OFFSET,
+      flags: seg.FLAGS_OFFSET,
+      segmentLength: seg.SEGMENT_LENGTH_OFFSET,
+      ownerPid: seg.OWNER_PID_OFFSET,
+      ownerStart: seg.OWNER_START_OFFSET,
+      createdAt: seg.CREATED_AT_OFFSET,
+      paramsLength: seg.PARAMS_LENGTH_OFFSET,
+      params: seg.PARAMS_OFFSET,
+      header: seg.HEADER_LENGTH,
+      version1: seg.LAYOUT_VERSION,
+    },
+    {
+      magic: 0,
+      version: 8,
+      kind: 12,
+      headerLength: 16,
+      flags: 20,
+      segmentLength: 24,
+      ownerPid: 32,
+      ownerStart: 40,
+      createdAt: 48,
+      paramsLength: 56,
+      params: 64,
+      header: 128,
+      version1: 1,
+    },
+  );
+  assert.equal(new TextDecoder().decode(seg.MAGIC), 'SHMBUS\0\0');
+});
+
+test('the channel offsets are those of docs/LAYOUT.md', () => {
+  assert.deepEqual(
+    [
+      ch.CAPACITY_OFFSET,
+      ch.MAX_FRAME_OFFSET,
+      ch.CLASS_COUNT_OFFSET,
+      ch.RING_LENGTH_OFFSET,
+      ch.DATA_INDEX_OFFSET,
+      ch.TAIL_POSITION_OFFSET,
+      ch.PRODUCER_CLOSED_OFFSET,
+      ch.PRODUCER_PID_OFFSET,
+      ch.SENT_FRAMES_OFFSET,
+      ch.SENT_BYTES_OFFSET,
+      ch.FULL_COUNT_OFFSET,
+      ch.HEAD_POSITION_OFFSET,
+      ch.CONSUMER_CLOSED_OFFSET,
+      ch.CONSUMER_PID_OFFSET,
+      ch.ATTACH_COUNT_OFFSET,
+      ch.RECEIVED_FRAMES_OFFSET,
+      ch.RECEIVED_BYTES_OFFSET,
+      ch.DATA_WAIT_OFFSET + ch.SLEEPING_OFFSET,
+      ch.DATA_WAIT_OFFSET + ch.SEQ_OFFSET,
+      ch.SPACE_WAIT_OFFSET + ch.SLEEPING_OFFSET,
+      ch.SPACE_WAIT_OFFSET + ch.SEQ_OFFSET,
+      ch.RINGS_OFFSET,
+    ],
+    [64, 68, 72, 80, 92, 128, 140, 144, 152, 160, 168, 256, 268, 272, 276, 280, 288, 384, 388, 512, 516, 640],
+  );
+  assert.deepEqual(
+    [ch.TYPE_DATA, ch.TYPE_PADDING, ch.RECORD_HEADER_LENGTH, ch.PRODUCER_ROLE, ch.CONSUMER_ROLE],
+    [1, 2, 8, 0, 1],
+  );
+});
+
+test('counters written by different processes are 128 bytes apart', () => {
+  const blocks = [
+    ch.PRODUCER_BLOCK_OFFSET,
+    ch.CONSUMER_BLOCK_OFFSET,
+    ch.DATA_WAIT_OFFSET,
+    ch.SPACE_WAIT_OFFSET,
+    ch.RINGS_OFFSET,
+  ];
+  for (let i = 1; i < blocks.length; i++) assert.equal(blocks[i] - blocks[i - 1], 128);
+});
