@@ -1,0 +1,36 @@
+/**
+ * shmbus: shared-memory IPC for Node.js.
+ *
+ * ```ts
+ * import { Channel } from 'shmbus';
+ * const tx = Channel.create('orders');
+ * tx.trySend(new Uint8Array([1, 2, 3]));
+ * ```
+ */
+export {
+  Channel,
+  type ChannelCreateOptions,
+  type ChannelOpenOptions,
+  ChannelReceiver,
+  ChannelSender,
+  type EndOptions,
+  type Priority,
+  type ReceiverStats,
+  type SenderStats,
+  type SendOptions,
+  type WaitOptions,
+  type WaitStrategy,
+} from './channel/channel.js';
+export {
+  ErrorCode,
+  type ErrorCodeValue,
+  ShmArgumentError,
+  ShmError,
+  ShmFrameError,
+  ShmSegmentError,
+  ShmStateError,
+  ShmSystemError,
+  ShmTimeoutError,
+} from './errors.js';
+export { LAYOUT_VERSION } from './layout/segment.js';
+export { DEFAULT_DIR, FILE_PREFIX, MAX_NAME_LENGTH } from './segment/names.js';

@@ -1,0 +1,108 @@
+/**
+ * Parking and waking across processes on a futex word of a mapping (an "eventcount"):
+ *
+ * ```
+ *  parker                                   waker
+ *  s = load(seq)                            publish data          (Atomics.store)
+ *  store(sleeping, 1)                       if load(sleeping) != 0
+ *  if condition now true: store(sleeping,0)   and exchange(sleeping, 0) != 0:
+ *  else FUTEX_WAIT(seq, s, slice)               add(seq, 1); FUTEX_WAKE(seq)
+ * ```
+ * All four shared accesses are sequentially consistent Atomics, so either the parker's
+ * re-check sees the data or the waker sees the flag; and a wake that lands between the
+ * re-check and FUTEX_WAIT changes `seq`, which makes FUTEX_WAIT return at once. No wake-up
+ * is lost, and the waker makes no syscall while nobody sleeps.
+ *
+ * V8's Atomics.wait/notify are process-local, hence the addon's futex calls; event-loop
+ * waits use the addon's waiter thread (it parks on the same word and reports into the loop).
+ */
+import { ErrorCode, ShmStateError } from '../errors.js';
+import { native, WAIT_CANCELLED, type WaiterHandle } from '../native/binding.js';
+
+/** Parks and wakes on one wait block (`sleeping` word, then `seq` word 4 bytes later). */
+export class WaitBlock {
+  private readonly sleepingIndex: number;
+  private readonly seqIndex: number;
+  private readonly seqByteOffset: number;
+  private waiter: WaiterHandle | null = null;
+  private settle: ((result: number) => void) | null = null;
+
+  constructor(
+    private readonly buffer: ArrayBuffer,
+    private readonly i32: Int32Array,
+    sleepingByteOffset: number,
+    seqByteOffset: number,
+  ) {
+    this.sleepingIndex = sleepingByteOffset >> 2;
+    this.seqIndex = seqByteOffset >> 2;
+    this.seqByteOffset = seqByteOffset;
+  }
+
+  /** Waker side: wakes the parker if (and only if) it announced it sleeps. Call after publishing. */
+  wake(): void {
+    const i32 = this.i32;
+    if (Atomics.load(i32, this.sleepingIndex) === 0) return;
+    // SYNC POINT: pairs with Atomics.store(sleeping, 1) in prepare(); clearing the flag makes
+    // later publications skip the syscall until the parker sleeps again.
+    if (Atomics.exchange(i32, this.sleepingIndex, 0) === 0) return;
+    Atomics.add(i32, this.seqIndex, 1);
+    native().futexWake(this.buffer, this.seqByteOffset, 0x7fffffff);
+  }
+
+  /** Waker side: wakes unconditionally (close, so that a parked peer re-checks state). */
+  wakeAlways(): void {
+    Atomics.store(this.i32, this.sleepingIndex, 0);
+    Atomics.add(this.i32, this.seqIndex, 1);
+    native().futexWake(this.buffer, this.seqByteOffset, 0x7fffffff);
+  }
+
+  /** Parker side, step 1: returns the seq to wait on and announces sleep. Re-check after this. */
+  prepare(): number {
+    const seq = Atomics.load(this.i32, this.seqIndex);
+    // SYNC POINT: pairs with Atomics.load(sleeping) in wake(); stored before the re-check.
+    Atomics.store(this.i32, this.sleepingIndex, 1);
+    return seq;
+  }
+
+  /** Parker side: withdraws the announcement (the re-check found work, or the wait ended). */
+  cancel(): void {
+    Atomics.store(this.i32, this.sleepingIndex, 0);
+  }
+
+  /** Parker side, step 2 (blocking): FUTEX_WAIT on seq for at most `timeoutMs`. Returns a WAIT_* code. */
+  parkSync(seq: number, timeoutMs: number): number {
+    return native().futexWait(this.buffer, this.seqByteOffset, seq, timeoutMs);
+  }
+
+  /** Parker side, step 2 (event loop): resolves with a WAIT_* code; never blocks the loop. */
+  park(seq: number, timeoutMs: number): Promise<number> {
+    const n = native();
+    if (this.waiter === null)
+      this.waiter = n.waiterCreate(this.buffer, this.seqByteOffset, (result) => {
+        const settle = this.settle;
+        this.settle = null;
+        settle?.(result);
+      });
+    if (this.settle !== null) throw new ShmStateError(ErrorCode.PENDING, 'another wait is already pending on this end');
+    const promise = new Promise<number>((resolve) => {
+      this.settle = resolve;
+    });
+    n.waiterArm(this.waiter, seq, timeoutMs);
+    return promise;
+  }
+
+  /** Ends a pending park() early (it resolves with WAIT_CANCELLED). */
+  interrupt(): void {
+    if (this.waiter !== null && this.settle !== null) native().waiterCancel(this.waiter);
+  }
+
+  /** Stops the waiter thread; a pending park() resolves with WAIT_CANCELLED. Idempotent. */
+  close(): void {
+    const waiter = this.waiter;
+    this.waiter = null;
+    if (waiter !== null) native().waiterClose(waiter);
+    const settle = this.settle;
+    this.settle = null;
+    settle?.(WAIT_CANCELLED);
+  }
+}
