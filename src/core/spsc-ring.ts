@@ -305,6 +305,8 @@ export class RingReader {
   private pendingBytes = 0;
   /** Absolute byte index of the payload returned by the last successful poll(). */
   frameIndex = 0;
+  /** Payload length returned by the last successful poll(). */
+  frameLength = 0;
   /** While true (drain), positions are published only when the caller says so. */
   batching = false;
   /** Called after each head publication (the channel wakes a producer waiting for room). */
@@ -388,6 +390,7 @@ export class RingReader {
         this.held = record;
         this.frameIndex = at + RECORD_HEADER_LENGTH;
         const payload = recordLength - RECORD_HEADER_LENGTH;
+        this.frameLength = payload;
         this.totals.frames++;
         this.totals.bytes += payload;
         return payload;
@@ -400,6 +403,14 @@ export class RingReader {
       this.head = next;
       this.pendingBytes += record;
     }
+  }
+
+  /** Puts back the frame returned by the last poll(): it will be returned again. */
+  unread(): void {
+    if (this.held === 0) return;
+    this.held = 0;
+    this.totals.frames--;
+    this.totals.bytes -= this.frameLength;
   }
 
   /** Publishes the head (frees space for the writer) and the totals. */

@@ -336,3 +336,31 @@ describe('ends and files', () => {
 test('no test leaves a file in /dev/shm', () => {
   assert.deepEqual(leftovers(), []);
 });
+
+describe('copying out', () => {
+  test('tryRecvInto copies small and large frames and returns their lengths', () => {
+    const { tx, rx } = pair({ capacity: 1 << 16 });
+    const small = Uint8Array.from({ length: 61 }, (_, i) => i + 1);
+    const large = Uint8Array.from({ length: 5000 }, (_, i) => (i * 7) & 0xff);
+    tx.trySend(small);
+    tx.trySend(large);
+    const dst = new Uint8Array(8192);
+    assert.equal(rx.tryRecvInto(dst, 4), 61);
+    assert.deepEqual(dst.subarray(4, 65), small);
+    assert.equal(rx.tryRecvInto(dst, 3), 5000);
+    assert.deepEqual(dst.subarray(3, 5003), large);
+    assert.equal(rx.tryRecvInto(dst), -1);
+  });
+
+  test('tryRecvInto refuses a destination without room and leaves the frame unread', () => {
+    const { tx, rx } = pair();
+    tx.trySend(new Uint8Array(100));
+    assert.throws(
+      () => rx.tryRecvInto(new Uint8Array(50)),
+      (e: unknown) => (e as { code: string }).code === ErrorCode.INVALID_ARGUMENT,
+    );
+    assert.equal(rx.stats().receivedFrames, 0);
+    assert.equal(rx.tryRecvInto(new Uint8Array(100)), 100);
+    assert.equal(rx.stats().receivedFrames, 1);
+  });
+});
