@@ -118,21 +118,26 @@ async function main() {
     log: (msg) => process.stderr.write(`  ${msg}\n`),
   };
   const started = Date.now();
-  const results = [];
-  for (const [index, c] of all.entries()) {
-    const attempts = [];
-    for (let r = 0; r < runs; r++) {
+  // Runs are interleaved (every case once, then every case again): this machine's speed
+  // drifts for minutes at a time, so each case's runs should not all land in one phase.
+  const attemptsById = new Map(all.map((c) => [c.id, []]));
+  for (let r = 0; r < runs; r++) {
+    for (const [index, c] of all.entries()) {
       process.stderr.write(`[${index + 1}/${all.length}] ${c.id}${runs > 1 ? ` (run ${r + 1}/${runs})` : ''} ... `);
       const t0 = Date.now();
       try {
         const result = await c.run(ctx);
-        attempts.push(result);
+        attemptsById.get(c.id).push(result);
         process.stderr.write(`${format(result.value, c.unit)} (${((Date.now() - t0) / 1000).toFixed(1)} s)\n`);
       } catch (err) {
         process.stderr.write(`FAILED: ${err?.message ?? err}\n`);
-        attempts.push({ error: String(err?.message ?? err) });
+        attemptsById.get(c.id).push({ error: String(err?.message ?? err) });
       }
     }
+  }
+  const results = [];
+  for (const c of all) {
+    const attempts = attemptsById.get(c.id);
     const ok = attempts.filter((a) => a.error === undefined);
     if (ok.length === 0) {
       results.push({ id: c.id, unit: c.unit, title: c.title, error: attempts[0].error });
@@ -145,6 +150,7 @@ async function main() {
     }
     if (ok[0].n !== undefined) entry.n = ok[0].n;
     if (ok[0].note !== undefined) entry.note = ok[0].note;
+    if (ok.length < attempts.length) entry.note = `${attempts.length - ok.length} of ${attempts.length} runs failed`;
     results.push(entry);
   }
   const byId = new Map(results.filter((r) => r.value !== undefined).map((r) => [r.id, r]));

@@ -21,7 +21,6 @@ import {
   HEAD_POSITION_OFFSET,
   RECORD_HEADER_LENGTH,
   TAIL_POSITION_OFFSET,
-  TERMINATOR_LENGTH,
   TYPE_DATA,
   TYPE_PADDING,
 } from '../layout/channel.js';
@@ -42,7 +41,7 @@ export function viewsOf(buffer: ArrayBufferLike): SegmentViews {
   };
 }
 
-/** Publish positions at least every this many frames... */
+/** Batched publication (the consumer's head always; the producer's tail while corked): at least every this many frames... */
 export const PUBLISH_FRAMES = 16;
 /** ...or once this fraction of the ring has passed, whichever comes first. */
 export const PUBLISH_BYTES_DIVISOR = 4;
@@ -100,13 +99,17 @@ export class RingWriter {
   private readonly tailIndex: number;
   private readonly headIndex: number;
   private readonly publishBytes: number;
-  /** Private tail position (may be ahead of the published one). */
+  /** Private tail position: records before it are written; before the published tail, committed. */
   tail: number;
   /** Last head position read from the consumer block. */
   private headCache: number;
   private pendingFrames = 0;
   private pendingBytes = 0;
-  /** Byte index (relative to the ring) of an open claim, or -1. */
+  /** While true, the tail is published in batches (PUBLISH_FRAMES / publishBytes) and by publish(). */
+  corked = false;
+  /** Called after each tail publication (the channel wakes a parked consumer). */
+  onPublish: (() => void) | null = null;
+  /** Ring offset of an open claim, or -1. */
   private claimOffset = -1;
   /** Payload bytes of the open claim. */
   claimMax = 0;
@@ -126,15 +129,9 @@ export class RingWriter {
     this.headIndex = (HEAD_POSITION_OFFSET >> 2) + cls;
     this.publishBytes = Math.max(8, Math.floor(this.length / PUBLISH_BYTES_DIVISOR));
     this.tail = Atomics.load(this.i32, this.tailIndex);
-    this.headCache = Atomics.load(this.i32, this.headIndex);
     assertPosition(this.tail, this.twoLength, 'tailPosition', cls);
-    assertPosition(this.headCache, this.twoLength, 'headPosition', cls);
-    if (this.used(this.headCache) > this.length)
-      throw new RingCorruptError(
-        `tail ${this.tail} is more than a ring ahead of head ${this.headCache}`,
-        cls,
-        this.tail,
-      );
+    this.headCache = this.tail;
+    this.loadHead();
   }
 
   private used(head: number): number {
@@ -145,18 +142,16 @@ export class RingWriter {
   /** True if `need` more bytes fit; reloads the consumer's head only when the cache says no. */
   private hasRoom(need: number): boolean {
     if (this.used(this.headCache) + need <= this.length) return true;
-    // SYNC POINT: pairs with Atomics.store(headPosition) in RingReader.publish(); the reader
-    // is done with every byte before the head it publishes.
-    const head = this.loadHead();
-    return this.used(head) + need <= this.length;
+    return this.used(this.loadHead()) + need <= this.length;
   }
 
   /** Loads and validates the consumer's published head (off the hot path: only when space looks short). */
   private loadHead(): number {
+    // SYNC POINT: pairs with Atomics.store(headPosition) in RingReader.publish(); the reader
+    // is done with every byte before the head it publishes.
     const head = Atomics.load(this.i32, this.headIndex);
     assertPosition(head, this.twoLength, 'headPosition', this.cls);
-    const used = this.used(head);
-    if (used > this.length)
+    if (this.used(head) > this.length)
       throw new RingCorruptError(`tail ${this.tail} is more than a ring ahead of head ${head}`, this.cls, head);
     this.headCache = head;
     return head;
@@ -174,26 +169,56 @@ export class RingWriter {
   }
 
   /**
-   * If the next record of `record` bytes does not fit before the end of the ring, fills the
-   * rest with a PADDING record (committed at once: it carries nothing). Returns the ring
-   * offset the record goes to, or -1 when there is no room.
+   * Returns the ring offset where a record of `record` bytes goes, or -1 when there is no
+   * room. If the record does not fit before the end of the ring, the rest of the ring gets a
+   * PADDING record first (published with the next record).
    */
   private place(record: number): number {
     const length = this.length;
     const tail = this.tail;
     const offset = tail >= length ? tail - length : tail;
     const toEnd = length - offset;
-    if (record <= toEnd) return this.hasRoom(record + TERMINATOR_LENGTH) ? offset : -1;
-    if (!this.hasRoom(toEnd + TERMINATOR_LENGTH)) return -1;
-    const i32 = this.i32;
-    const base = this.base;
-    i32[base >> 2] = 0; // terminator at the start of the next lap
-    i32[((base + offset) >> 2) + 1] = TYPE_PADDING;
-    // SYNC POINT: pairs with Atomics.load(length) in RingReader.poll(); the terminator at
-    // ring offset 0 is written before the padding that leads the reader there.
-    Atomics.store(i32, (base + offset) >> 2, toEnd);
+    if (record <= toEnd) {
+      if (this.hasRoom(record)) return offset;
+      return this.noRoom();
+    }
+    // The padding is needed whatever happens next (the record can never start here), so it
+    // is written as soon as it fits, even if the record itself does not fit yet.
+    if (!this.hasRoom(toEnd)) return this.noRoom();
+    const at = (this.base + offset) >> 2;
+    this.i32[at] = toEnd;
+    this.i32[at + 1] = TYPE_PADDING;
     this.advance(toEnd);
-    return this.hasRoom(record + TERMINATOR_LENGTH) ? 0 : -1;
+    this.pendingBytes += toEnd;
+    if (this.hasRoom(record)) return 0;
+    // Publish the padding so the reader skips it and frees the space the record needs.
+    this.publish();
+    return -1;
+  }
+
+  /** Full: a corked batch must not wait for room its own unpublished records hold back. */
+  private noRoom(): number {
+    if (this.pendingBytes !== 0) this.publish();
+    return -1;
+  }
+
+  /** Counts one written record and publishes the tail now, or at the end of the batch when corked. */
+  private written(record: number, payload: number): void {
+    this.advance(record);
+    this.totals.frames++;
+    this.totals.bytes += payload;
+    this.pendingFrames++;
+    if (!this.corked) {
+      this.publishTail();
+      this.pendingBytes = 0;
+      if (this.pendingFrames >= PUBLISH_FRAMES) {
+        this.totals.publish();
+        this.pendingFrames = 0;
+      }
+      return;
+    }
+    this.pendingBytes += record;
+    if (this.pendingFrames >= PUBLISH_FRAMES || this.pendingBytes >= this.publishBytes) this.publish();
   }
 
   /**
@@ -205,27 +230,17 @@ export class RingWriter {
     const record = (payload + RECORD_HEADER_LENGTH + 7) & ~7;
     const offset = this.place(record);
     if (offset < 0) return false;
-    const base = this.base;
-    const i32 = this.i32;
-    const at = base + offset;
+    const at = this.base + offset;
     this.u8.set(src, at + RECORD_HEADER_LENGTH);
-    const next = offset + record;
-    i32[(base + (next === this.length ? 0 : next)) >> 2] = 0; // terminator
+    const i32 = this.i32;
+    i32[at >> 2] = payload + RECORD_HEADER_LENGTH;
     i32[(at >> 2) + 1] = TYPE_DATA;
-    // SYNC POINT: pairs with Atomics.load(length) in RingReader.poll(); payload, type and
-    // the next terminator are written before the length that commits them.
-    Atomics.store(i32, at >> 2, payload + RECORD_HEADER_LENGTH);
-    this.advance(record);
-    this.totals.frames++;
-    this.totals.bytes += payload;
-    this.pendingFrames++;
-    this.pendingBytes += record;
-    if (this.pendingFrames >= PUBLISH_FRAMES || this.pendingBytes >= this.publishBytes) this.publish();
+    this.written(record, payload);
     return true;
   }
 
   /**
-   * Reserves room for a frame of up to `maxLength` bytes and returns the ring byte index
+   * Reserves room for a frame of up to `maxLength` bytes and returns the absolute byte index
    * of its payload, or -1 when there is no room. The record reads as claimed (negative
    * length) until commit() or abort().
    */
@@ -234,8 +249,9 @@ export class RingWriter {
     const offset = this.place(record);
     if (offset < 0) return -1;
     const at = this.base + offset;
-    // Visible "claimed, not committed" state; the reader stops at a length <= 0.
-    Atomics.store(this.i32, at >> 2, -(maxLength + RECORD_HEADER_LENGTH));
+    // Visible "claimed, not committed" state (for inspection and crash analysis); the
+    // reader never looks past the published tail, which a claim does not move.
+    this.i32[at >> 2] = -(maxLength + RECORD_HEADER_LENGTH);
     this.claimOffset = offset;
     this.claimMax = maxLength;
     return at + RECORD_HEADER_LENGTH;
@@ -247,43 +263,39 @@ export class RingWriter {
 
   /** Commits the open claim with `payload` bytes (at most what was claimed). */
   commit(payload: number): void {
-    const offset = this.claimOffset;
-    const record = (payload + RECORD_HEADER_LENGTH + 7) & ~7;
-    const base = this.base;
-    const i32 = this.i32;
-    const at = base + offset;
-    const next = offset + record;
-    i32[(base + (next === this.length ? 0 : next)) >> 2] = 0; // terminator
-    i32[(at >> 2) + 1] = TYPE_DATA;
-    // SYNC POINT: pairs with Atomics.load(length) in RingReader.poll(); the payload written
-    // through the claimed view and the terminator come before the committing length.
-    Atomics.store(i32, at >> 2, payload + RECORD_HEADER_LENGTH);
+    const at = this.base + this.claimOffset;
+    this.i32[at >> 2] = payload + RECORD_HEADER_LENGTH;
+    this.i32[(at >> 2) + 1] = TYPE_DATA;
     this.claimOffset = -1;
     this.claimMax = 0;
-    this.advance(record);
-    this.totals.frames++;
-    this.totals.bytes += payload;
-    this.pendingFrames++;
-    this.pendingBytes += record;
-    if (this.pendingFrames >= PUBLISH_FRAMES || this.pendingBytes >= this.publishBytes) this.publish();
+    this.written((payload + RECORD_HEADER_LENGTH + 7) & ~7, payload);
   }
 
-  /** Discards the open claim: the slot reads as empty again and the tail does not move. */
+  /** Discards the open claim: nothing is published and the tail does not move. */
   abort(): void {
-    // The reader cannot have passed a claimed record, so rolling back is safe (single producer).
-    Atomics.store(this.i32, (this.base + this.claimOffset) >> 2, 0);
+    this.i32[(this.base + this.claimOffset) >> 2] = 0;
     this.claimOffset = -1;
     this.claimMax = 0;
   }
 
-  /** Publishes the private tail and the totals (for fill levels and inspection). */
+  private publishTail(): void {
+    // SYNC POINT: pairs with Atomics.load(tailPosition) in RingReader.poll(); every record
+    // (payload, length, type, padding) before the tail is written before it is published.
+    Atomics.store(this.i32, this.tailIndex, this.tail);
+    this.onPublish?.();
+  }
+
+  /** Publishes the tail (commits every record written so far) and the totals. */
   publish(): void {
     this.totals.publish();
-    // SYNC POINT: pairs with Atomics.load(tailPosition) in RingReader.fill(); informational
-    // only (frames are found through record lengths), so it may lag.
-    Atomics.store(this.i32, this.tailIndex, this.tail);
+    this.publishTail();
     this.pendingFrames = 0;
     this.pendingBytes = 0;
+  }
+
+  /** True if records were written but the tail not yet published (corked). */
+  get unpublished(): boolean {
+    return this.pendingBytes !== 0;
   }
 }
 
@@ -299,6 +311,8 @@ export class RingReader {
   private readonly publishBytes: number;
   /** Private head position. */
   head: number;
+  /** Last published tail read: records between head and it are committed. */
+  private tailCache: number;
   /** Bytes of the frame handed out by the last poll() (released by the next poll()). */
   private held = 0;
   private pendingFrames = 0;
@@ -307,7 +321,7 @@ export class RingReader {
   frameIndex = 0;
   /** Payload length returned by the last successful poll(). */
   frameLength = 0;
-  /** While true (drain), positions are published only when the caller says so. */
+  /** While true (drain), the head is published only when the caller says so. */
   batching = false;
   /** Called after each head publication (the channel wakes a producer waiting for room). */
   onPublish: (() => void) | null = null;
@@ -328,8 +342,28 @@ export class RingReader {
     this.publishBytes = Math.max(8, Math.floor(this.length / PUBLISH_BYTES_DIVISOR));
     this.head = Atomics.load(this.i32, this.headIndex);
     assertPosition(this.head, this.twoLength, 'headPosition', cls);
-    // The published tail may lag the head (the writer batches it), so only its range is checked.
-    assertPosition(Atomics.load(this.i32, this.tailIndex), this.twoLength, 'tailPosition', cls);
+    this.tailCache = this.head;
+    this.loadTail();
+  }
+
+  /** Committed bytes between the head and `tail`. */
+  private available(tail: number): number {
+    const d = tail - this.head;
+    return d < 0 ? d + this.twoLength : d;
+  }
+
+  /** Loads and validates the producer's published tail. */
+  private loadTail(): number {
+    // SYNC POINT: pairs with Atomics.store(tailPosition) in RingWriter.publishTail(); every
+    // record before the loaded tail is fully written and may be read with plain loads.
+    const tail = Atomics.load(this.i32, this.tailIndex);
+    if (tail !== this.tailCache) {
+      assertPosition(tail, this.twoLength, 'tailPosition', this.cls);
+      if (this.available(tail) > this.length)
+        throw new RingCorruptError(`tail ${tail} is more than a ring ahead of head ${this.head}`, this.cls, tail);
+      this.tailCache = tail;
+    }
+    return tail;
   }
 
   /** Frees the frame handed out by the last poll(). */
@@ -346,13 +380,11 @@ export class RingReader {
       this.publish();
   }
 
-  /** True if a frame (or padding) is committed after the one handed out last (consumes nothing). */
+  /** True if a committed record follows the frame handed out last (consumes nothing; one atomic load). */
   ready(): boolean {
-    const length = this.length;
     let head = this.head + this.held;
     if (head >= this.twoLength) head -= this.twoLength;
-    const offset = head >= length ? head - length : head;
-    return Atomics.load(this.i32, (this.base + offset) >> 2) > 0;
+    return Atomics.load(this.i32, this.tailIndex) !== head;
   }
 
   /**
@@ -367,20 +399,22 @@ export class RingReader {
     const base = this.base;
     for (;;) {
       const head = this.head;
+      let available = this.available(this.tailCache);
+      if (available === 0) {
+        available = this.available(this.loadTail());
+        if (available === 0) {
+          if (this.pendingBytes !== 0) this.publish();
+          return -1;
+        }
+      }
       const offset = head >= length ? head - length : head;
       const at = base + offset;
-      // SYNC POINT: pairs with Atomics.store(length) in RingWriter.tryWrite()/commit()/place();
-      // a positive length means payload, type and terminator are visible.
-      const recordLength = Atomics.load(i32, at >> 2);
-      if (recordLength <= 0) {
-        if (this.pendingBytes !== 0) this.publish();
-        return -1;
-      }
-      // Compare before rounding: rounding a huge length up would overflow int32.
-      // (length - offset is a multiple of 8, so this is the same bound as on the rounded record.)
-      if (recordLength < RECORD_HEADER_LENGTH || recordLength > length - offset)
+      const recordLength = i32[at >> 2];
+      // Compare before rounding: rounding a huge length up would overflow int32. A record
+      // never crosses the end of the ring nor the published tail.
+      if (recordLength < RECORD_HEADER_LENGTH || recordLength > length - offset || recordLength > available)
         throw new RingCorruptError(
-          `record length ${recordLength} at ring offset ${offset} (ring ${length} B)`,
+          `record length ${recordLength} at ring offset ${offset} (ring ${length} B, ${available} B committed)`,
           this.cls,
           head,
         );
@@ -416,7 +450,7 @@ export class RingReader {
   /** Publishes the head (frees space for the writer) and the totals. */
   publish(): void {
     this.totals.publish();
-    // SYNC POINT: pairs with Atomics.load(headPosition) in RingWriter.hasRoom(); every byte
+    // SYNC POINT: pairs with Atomics.load(headPosition) in RingWriter.loadHead(); every byte
     // before the head has been read and may be overwritten.
     Atomics.store(this.i32, this.headIndex, this.head);
     this.pendingFrames = 0;
@@ -429,11 +463,8 @@ export class RingReader {
     return this.pendingBytes !== 0;
   }
 
-  /** Fill level 0..1 from the published tail (which may lag: then it reads as less full). */
+  /** Fill level 0..1 from the published tail. */
   fill(): number {
-    const tail = Atomics.load(this.i32, this.tailIndex);
-    let used = tail - this.head;
-    if (used < 0) used += this.twoLength;
-    return used > this.length ? 0 : used / this.length;
+    return this.available(this.loadTail()) / this.length;
   }
 }

@@ -27,9 +27,9 @@
  * Positions: `tailPosition` / `headPosition` count bytes in [0, 2 * ringLength) and wrap
  * there, so any ring length that is a multiple of 8 works; the byte index in the ring is
  * `position < ringLength ? position : position - ringLength`, and the fill is
- * `(tail - head) mod 2 * ringLength`. The published positions may lag the private ones
- * (publication is batched by frames and bytes); frames are discovered through the record
- * length word, not through the tail.
+ * `(tail - head) mod 2 * ringLength`. The published tail is the commit point: every record
+ * before it is complete (the producer publishes it after each frame, or once per batch while
+ * corked). The consumer publishes its head in batches of frames and bytes.
  *
  * Records, 8-byte aligned, never split across the end of the ring:
  * ```
@@ -38,12 +38,9 @@
  *  | length | type   | payload (length - 8 B)   | pad to 8|
  *  +--------+--------+--------------------------+---------+
  * ```
- * `length` (i32) is the record length including this 8-byte header: 0 = nothing written
- * here yet, negative = claimed but not committed (-(8 + claimed bytes)), positive =
- * committed. `type` is DATA or PADDING; a PADDING record fills the ring up to its end when
- * the next record does not fit there. The producer always keeps TERMINATOR_LENGTH bytes
- * free after the last record and writes 0 there before committing, so the consumer never
- * reads a stale length from a previous lap.
+ * `length` (i32) is the record length including this 8-byte header (negative while claimed
+ * and not committed: -(8 + claimed bytes)); `type` is DATA or PADDING. A PADDING record fills
+ * the ring up to its end when the next record does not fit there.
  */
 import { BLOCK_LENGTH, HEADER_LENGTH, PARAMS_OFFSET } from './segment.js';
 
@@ -82,7 +79,6 @@ export const RECORD_LENGTH_OFFSET = 0;
 export const RECORD_TYPE_OFFSET = 4;
 export const RECORD_HEADER_LENGTH = 8;
 export const RECORD_ALIGNMENT = 8;
-export const TERMINATOR_LENGTH = RECORD_HEADER_LENGTH;
 export const TYPE_DATA = 1;
 export const TYPE_PADDING = 2;
 
@@ -120,7 +116,7 @@ export function recordLength(payloadLength: number): number {
 
 /** The largest payload that can ever fit a ring of `ringLength` bytes. */
 export function largestPayload(ringLength: number): number {
-  return ringLength - TERMINATOR_LENGTH - RECORD_HEADER_LENGTH;
+  return ringLength - RECORD_HEADER_LENGTH;
 }
 
 /**

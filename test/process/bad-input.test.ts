@@ -385,12 +385,8 @@ describe('opening a channel with corrupt positions', () => {
     ]);
   });
 
-  test("accepts a consumer head ahead of the producer's lagging published tail when a consumer re-opens", () => {
-    // The producer publishes its tail in batches and the consumer finds frames through record
-    // lengths, so a published head past the published tail is a valid state, not corruption.
-    // (A tail more than a ring ahead of the head therefore cannot be told apart on open; the
-    // producer, which knows its real tail, detects it: see the sending tests below.)
-    const n = name('lagging-tail');
+  test('a consumer re-opening after frames were read resumes at the published head', () => {
+    const n = name('reopen');
     const tx = keep(Channel.create(n, SMALL));
     const first = keep(Channel.open(n));
     assert.equal(tx.trySend(Uint8Array.of(1)), true);
@@ -398,13 +394,22 @@ describe('opening a channel with corrupt positions', () => {
     assert.equal(first.tryRecv(), null);
     first.close();
     const path = Channel.pathOf(n);
-    assert.ok(
-      readU32(path, HEAD_POSITION_OFFSET) > readU32(path, TAIL_POSITION_OFFSET),
-      'precondition: the published head is ahead of the published tail',
+    assert.equal(
+      readU32(path, HEAD_POSITION_OFFSET),
+      readU32(path, TAIL_POSITION_OFFSET),
+      'the tail is the commit point',
     );
     const sut = keep(Channel.open(n));
     assert.equal(tx.trySend(Uint8Array.of(2)), true);
     assert.deepEqual(Array.from(sut.tryRecv() ?? []), [2]);
+  });
+
+  test('refuses a published head ahead of the published tail (the tail then reads as more than a ring ahead)', () => {
+    const n = name('head-ahead');
+    abandonedChannel(n, SMALL);
+    patchI32(Channel.pathOf(n), HEAD_POSITION_OFFSET, 64);
+    patchI32(Channel.pathOf(n), TAIL_POSITION_OFFSET, 0);
+    throwsShm(() => Channel.open(n), ShmSegmentError, ErrorCode.CORRUPT, ['more than a ring ahead']);
   });
 
   test('refuses a head position that is not on a record boundary (not a multiple of 8)', () => {

@@ -1,11 +1,11 @@
 /**
  * Records the order of stores at each publication point of the ring writer: plain writes
- * (payload, terminator, type) must all come before the atomic store that commits them.
+ * (payload, length, type, padding) must all come before the atomic tail store that commits them.
  */
 import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
 import { RingReader, RingWriter, type SegmentViews, Totals, viewsOf } from '../../src/core/spsc-ring.js';
-import { channelGeometry, RINGS_OFFSET } from '../../src/layout/channel.js';
+import { channelGeometry, HEAD_POSITION_OFFSET, RINGS_OFFSET, TAIL_POSITION_OFFSET } from '../../src/layout/channel.js';
 
 type Op = string;
 
@@ -27,6 +27,7 @@ function recorder(views: SegmentViews) {
             log.push(`${name}.set(${src.length}@${offset})`);
             target.set(src, offset);
           };
+        if (typeof key === 'string' && /^\d+$/.test(key)) log.push(`read ${name}[${key}]`);
         const value = Reflect.get(target, key, target);
         return typeof value === 'function' ? value.bind(target) : value;
       },
@@ -60,9 +61,10 @@ function setup() {
 }
 
 const base = RINGS_OFFSET >> 2;
+const tail = TAIL_POSITION_OFFSET >> 2;
 
 describe('publication order of the ring writer', () => {
-  test('tryWrite stores payload, next terminator and type before the committing length', () => {
+  test('tryWrite writes payload, length and type, then publishes the tail', () => {
     const { g, views } = setup();
     const rec = recorder(views);
     const sut = new RingWriter(rec.views, g, 0, new Totals(views.f64, 200, 201));
@@ -70,43 +72,57 @@ describe('publication order of the ring writer', () => {
     sut.tryWrite(Uint8Array.of(1, 2, 3));
     assert.deepEqual(rec.log, [
       `u8.set(3@${RINGS_OFFSET + 8})`,
-      `i32[${base + 4}]=0`,
+      `i32[${base}]=11`,
       `i32[${base + 1}]=1`,
-      `store[${base}]=11`,
+      `store[${tail}]=16`,
     ]);
   });
 
-  test('claim makes the record visibly claimed; commit writes terminator and type before the length', () => {
+  test('while corked, frames are published by one tail store per batch', () => {
+    const { g, views } = setup();
+    const rec = recorder(views);
+    const sut = new RingWriter(rec.views, g, 0, new Totals(views.f64, 200, 201));
+    sut.corked = true;
+    rec.log.length = 0;
+    for (let i = 0; i < 15; i++) sut.tryWrite(Uint8Array.of(i));
+    assert.equal(rec.log.filter((op) => op.startsWith('store[')).length, 0);
+    sut.tryWrite(Uint8Array.of(15));
+    assert.deepEqual(
+      rec.log.filter((op) => op.startsWith('store[')),
+      [`store[${tail}]=${16 * 16}`],
+    );
+    assert.ok(rec.log.at(-1)?.startsWith('store['), 'the tail store comes after every record write');
+  });
+
+  test('claim marks the record claimed without publishing; commit writes length and type before the tail', () => {
     const { g, views } = setup();
     const rec = recorder(views);
     const sut = new RingWriter(rec.views, g, 0, new Totals(views.f64, 200, 201));
     rec.log.length = 0;
     sut.claim(20);
-    assert.deepEqual(rec.log, [`store[${base}]=-28`]);
+    assert.deepEqual(rec.log, [`i32[${base}]=-28`]);
     rec.log.length = 0;
     sut.commit(5);
-    assert.deepEqual(rec.log, [`i32[${base + 4}]=0`, `i32[${base + 1}]=1`, `store[${base}]=13`]);
+    assert.deepEqual(rec.log, [`i32[${base}]=13`, `i32[${base + 1}]=1`, `store[${tail}]=16`]);
   });
 
-  test('at the end of the ring the terminator at offset 0 precedes the padding that leads there', () => {
+  test('at the end of the ring the padding and the record at offset 0 are published by one tail store', () => {
     const { g, views, writer, reader } = setup();
-    writer.tryWrite(new Uint8Array(1024 - 8 - 8 - 40)); // record 976: tail at offset 976
+    writer.tryWrite(new Uint8Array(1024 - 8 - 48)); // record 976: tail at offset 976
     while (reader.poll() >= 0) {}
     const rec = recorder(views);
     const sut = new RingWriter(rec.views, g, 0, new Totals(views.f64, 200, 201));
-    sut.tail = writer.tail;
     rec.log.length = 0;
     sut.tryWrite(new Uint8Array(50)); // record 64 does not fit the last 48 bytes
     const padding = base + 976 / 4;
     const stores = rec.log.filter((op) => !op.startsWith('load'));
     assert.deepEqual(stores, [
-      `i32[${base}]=0`,
+      `i32[${padding}]=48`,
       `i32[${padding + 1}]=2`,
-      `store[${padding}]=48`,
       `u8.set(50@${RINGS_OFFSET + 8})`,
-      `i32[${base + 16}]=0`,
+      `i32[${base}]=58`,
       `i32[${base + 1}]=1`,
-      `store[${base}]=58`,
+      `store[${tail}]=${1024 + 64}`,
     ]);
   });
 
@@ -118,8 +134,13 @@ describe('publication order of the ring writer', () => {
     rec.log.length = 0;
     for (let i = 0; i < 17; i++) sut.poll();
     const headStore = rec.log.findIndex((op) => op.startsWith('store['));
-    assert.ok(headStore > 0);
-    assert.equal(rec.log[headStore], `store[${(g.dataIndices[0] - RINGS_OFFSET + 256) >> 2}]=256`);
-    assert.ok(rec.log.slice(0, headStore).every((op) => op.startsWith('load[')));
+    assert.equal(rec.log[headStore], `store[${HEAD_POSITION_OFFSET >> 2}]=256`);
+    const before = rec.log.slice(0, headStore);
+    assert.equal(
+      before.filter((op) => op.startsWith('read i32')).length,
+      32,
+      'length and type of 16 records read first',
+    );
+    assert.ok(before.every((op) => op.startsWith('read') || op.startsWith('load[')));
   });
 });

@@ -93,20 +93,44 @@ describe('SPSC ring over a SharedArrayBuffer', () => {
     });
   }
 
-  test('fills to exactly the ring length minus the terminator, then refuses', () => {
+  test('fills to exactly the ring length, then refuses', () => {
     const { sut, reader } = makeRing(1024);
     const frame = new Uint8Array(56); // record of 64 bytes
     let accepted = 0;
     while (sut.tryWrite(frame)) accepted++;
-    // 15 records use 960 bytes; a 16th would need 960 + 64 + 8 (terminator) > 1024.
-    assert.equal(accepted, 15);
-    assert.equal(sut.tryWrite(new Uint8Array(49)), false, 'record 64: 960 + 64 + 8 > 1024');
-    assert.equal(sut.tryWrite(new Uint8Array(48)), true, 'record 56: 960 + 56 + 8 = 1024 exactly');
+    assert.equal(accepted, 16, '16 records of 64 bytes fill 1024 exactly');
     assert.equal(sut.tryWrite(new Uint8Array(0)), false, 'not even an empty frame fits now');
     assert.equal(reader.poll(), 56);
     reader.release();
     reader.publish();
-    assert.equal(sut.tryWrite(new Uint8Array(0)), true, 'room again once the reader published its head');
+    assert.equal(sut.tryWrite(new Uint8Array(57)), false, 'record 72 > the 64 bytes freed');
+    assert.equal(sut.tryWrite(new Uint8Array(56)), true, 'record 64 fits the 64 bytes freed');
+  });
+
+  test('a corked writer publishes when its batch fills, when the ring is full, and on publish()', () => {
+    const { sut, reader } = makeRing(4096);
+    sut.corked = true;
+    for (let i = 0; i < 15; i++) assert.ok(sut.tryWrite(new Uint8Array(8)));
+    assert.equal(reader.poll(), -1, 'nothing visible before the batch is published');
+    assert.ok(sut.tryWrite(new Uint8Array(8)));
+    let seen = 0;
+    while (reader.poll() >= 0) seen++;
+    assert.equal(seen, 16);
+    assert.ok(sut.tryWrite(new Uint8Array(8)));
+    sut.publish();
+    assert.equal(reader.poll(), 8);
+    // Fill a corked ring: the full path publishes, so the reader can always make room.
+    while (sut.tryWrite(new Uint8Array(100))) {}
+    let drained = 0;
+    while (reader.poll() >= 0) drained++;
+    assert.ok(drained > 30, `only ${drained} frames visible after the ring filled`);
+  });
+
+  test('refuses a record that extends past the published tail', () => {
+    const { sut, reader, views, g } = makeRing(1024);
+    sut.tryWrite(new Uint8Array(8));
+    views.i32[g.dataIndices[0] >> 2] = 64;
+    assert.throws(() => reader.poll(), /record length 64 at ring offset 0 \(ring 1024 B, 16 B committed\)/);
   });
 
   test('a frame of the largest payload fits an empty ring at any offset', () => {
@@ -218,8 +242,10 @@ describe('SPSC ring over a SharedArrayBuffer', () => {
     assert.throws(() => new RingReader(views, g, 0, totals), /headPosition=4096/);
     views.i32[HEAD_POSITION_OFFSET >> 2] = 0;
     views.i32[TAIL_POSITION_OFFSET >> 2] = -8;
+    assert.throws(() => new RingWriter(views, g, 0, totals), /tailPosition=4294967288/);
     assert.throws(() => new RingReader(views, g, 0, totals), /tailPosition=4294967288/);
     views.i32[TAIL_POSITION_OFFSET >> 2] = 1496;
+    assert.throws(() => new RingReader(views, g, 0, totals), /more than a ring ahead/);
     assert.throws(() => new RingWriter(views, g, 0, totals), /more than a ring ahead/);
   });
 });
