@@ -43,8 +43,13 @@ export function viewsOf(buffer: ArrayBufferLike): SegmentViews {
 
 /** Batched publication (the consumer's head always; the producer's tail while corked): at least every this many frames... */
 export const PUBLISH_FRAMES = 16;
-/** ...or once this fraction of the ring has passed, whichever comes first. */
-export const PUBLISH_BYTES_DIVISOR = 4;
+/** ...or once this many bytes have passed (a quarter of the ring at most), whichever comes first. */
+export const PUBLISH_BYTES_MAX = 64 * 1024;
+
+/** Large frames are published one by one: the atomic is nothing next to the copy, and the peer starts sooner. */
+function publishBytesFor(ringLength: number): number {
+  return Math.max(8, Math.min(PUBLISH_BYTES_MAX, Math.floor(ringLength / 4)));
+}
 
 /**
  * Frame and byte totals of one channel end, shared by its rings and published with their
@@ -127,7 +132,7 @@ export class RingWriter {
     this.twoLength = 2 * this.length;
     this.tailIndex = (TAIL_POSITION_OFFSET >> 2) + cls;
     this.headIndex = (HEAD_POSITION_OFFSET >> 2) + cls;
-    this.publishBytes = Math.max(8, Math.floor(this.length / PUBLISH_BYTES_DIVISOR));
+    this.publishBytes = publishBytesFor(this.length);
     this.tail = Atomics.load(this.i32, this.tailIndex);
     assertPosition(this.tail, this.twoLength, 'tailPosition', cls);
     this.headCache = this.tail;
@@ -339,7 +344,7 @@ export class RingReader {
     this.twoLength = 2 * this.length;
     this.headIndex = (HEAD_POSITION_OFFSET >> 2) + cls;
     this.tailIndex = (TAIL_POSITION_OFFSET >> 2) + cls;
-    this.publishBytes = Math.max(8, Math.floor(this.length / PUBLISH_BYTES_DIVISOR));
+    this.publishBytes = publishBytesFor(this.length);
     this.head = Atomics.load(this.i32, this.headIndex);
     assertPosition(this.head, this.twoLength, 'headPosition', cls);
     this.tailCache = this.head;
