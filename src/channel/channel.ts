@@ -57,10 +57,9 @@ import {
   writeChannelParams,
 } from '../layout/channel.js';
 import { Kind } from '../layout/segment.js';
-import { WAIT_CANCELLED } from '../native/binding.js';
 import { segmentPath, validateName } from '../segment/names.js';
 import { Segment, type SegmentOptions } from '../segment/segment.js';
-import { WaitBlock } from '../segment/wake.js';
+import { WaitBlock, type WaitSpec, waitAsync, waitSync } from '../segment/wake.js';
 
 /**
  * How an end waits: 'spin' polls (lowest latency, burns a core), 'park' sleeps in the
@@ -515,6 +514,35 @@ export class ChannelSender extends ChannelEnd {
       });
   }
 
+  /** The wait of a send()/sendSync() that found no room (one at a time per end; reused, so no allocation). */
+  private readonly spaceSpec: WaitSpec & {
+    ring: RingWriter | null;
+    bytes: Uint8Array | null;
+    what: string;
+    timeoutMs?: number;
+  } = {
+    ring: null,
+    bytes: null,
+    what: 'send',
+    attempt: () => (this.spaceSpec.ring as RingWriter).tryWrite(this.spaceSpec.bytes as Uint8Array),
+    check: () => {
+      this.checkConsumer();
+      return false;
+    },
+    deadline: 0,
+    timeout: () => this.timeout(this.spaceSpec.what, this.spaceSpec.timeoutMs),
+    beforePark: () => this.flush(),
+  };
+
+  private prepareSpaceWait(bytes: Uint8Array, options: (SendOptions & WaitOptions) | undefined, what: string): void {
+    const spec = this.spaceSpec;
+    spec.ring = this.ringFor(options);
+    spec.bytes = bytes;
+    spec.what = what;
+    spec.timeoutMs = options?.timeoutMs;
+    spec.deadline = deadlineOf(options);
+  }
+
   /**
    * Sends `bytes`, waiting on the event loop for room (spin, then park, per the wait
    * strategy). Rejects with SHM_ERR_TIMEOUT, SHM_ERR_CLOSED, SHM_ERR_PEER_CLOSED or
@@ -522,72 +550,22 @@ export class ChannelSender extends ChannelEnd {
    */
   async send(bytes: Uint8Array, options?: SendOptions & WaitOptions): Promise<void> {
     if (this.trySend(bytes, options)) return;
-    const deadline = deadlineOf(options);
-    if (this.spinFor(() => this.trySend(bytes, options), deadline)) return;
-    for (;;) {
-      this.checkConsumer();
-      const seq = this.spaceWait.prepare();
-      if (this.trySend(bytes, options)) {
-        this.spaceWait.cancel();
-        return;
-      }
-      const slice = Math.min(this.options.livenessCheckMs, deadline - Date.now());
-      if (slice <= 0) {
-        this.spaceWait.cancel();
-        throw this.timeout('send', options?.timeoutMs);
-      }
-      this.flush();
-      const result = await this.spaceWait.park(seq, Math.ceil(slice));
-      this.spaceWait.cancel();
-      this.assertOpen();
-      if (result === WAIT_CANCELLED) continue;
-      if (this.trySend(bytes, options)) return;
+    this.prepareSpaceWait(bytes, options, 'send');
+    try {
+      await waitAsync(this.spaceWait, this.options, this.spaceSpec, () => this.assertOpen());
+    } finally {
+      this.spaceSpec.bytes = null;
     }
   }
 
   /** Like send(), but blocks this thread (futex) instead of returning a promise. */
   sendSync(bytes: Uint8Array, options?: SendOptions & WaitOptions): void {
     if (this.trySend(bytes, options)) return;
-    const deadline = deadlineOf(options);
-    if (this.spinFor(() => this.trySend(bytes, options), deadline)) return;
-    for (;;) {
-      this.checkConsumer();
-      const seq = this.spaceWait.prepare();
-      if (this.trySend(bytes, options)) {
-        this.spaceWait.cancel();
-        return;
-      }
-      const slice = Math.min(this.options.livenessCheckMs, deadline - Date.now());
-      if (slice <= 0) {
-        this.spaceWait.cancel();
-        throw this.timeout('sendSync', options?.timeoutMs);
-      }
-      this.flush();
-      this.spaceWait.parkSync(seq, Math.ceil(slice));
-      this.spaceWait.cancel();
-      if (this.trySend(bytes, options)) return;
-    }
-  }
-
-  /** Spins per the wait strategy; true if `attempt` succeeded. */
-  private spinFor(attempt: () => boolean, deadline: number): boolean {
-    const { wait, spinIterations, livenessCheckMs } = this.options;
-    if (wait === 'park') return false;
-    if (wait === 'adaptive') {
-      for (let i = 0; i < spinIterations; i++) if (attempt()) return true;
-      return false;
-    }
-    let nextCheck = Date.now() + livenessCheckMs;
-    for (let i = 1; ; i++) {
-      if (attempt()) return true;
-      if ((i & 1023) === 0) {
-        const now = Date.now();
-        if (now >= deadline) return false;
-        if (now >= nextCheck) {
-          this.checkConsumer();
-          nextCheck = now + livenessCheckMs;
-        }
-      }
+    this.prepareSpaceWait(bytes, options, 'sendSync');
+    try {
+      waitSync(this.spaceWait, this.options, this.spaceSpec);
+    } finally {
+      this.spaceSpec.bytes = null;
     }
   }
 
@@ -817,6 +795,10 @@ export class ChannelReceiver extends ChannelEnd implements AsyncIterable<Uint8Ar
     return false;
   }
 
+  private readonly stillOpen = (): void => {
+    if (this.closedByUs) this.assertOpen();
+  };
+
   private anyReady(): boolean {
     const single = this.single;
     if (single !== null) return single.ready();
@@ -824,52 +806,21 @@ export class ChannelReceiver extends ChannelEnd implements AsyncIterable<Uint8Ar
     return false;
   }
 
-  /**
-   * Blocks (spin, then futex park, per the wait strategy) until a record may be committed
-   * or the producer closed. Throws SHM_ERR_TIMEOUT after the deadline and SHM_ERR_PEER_DEAD
-   * when the producer died and nothing is left.
-   */
-  private waitSync(deadline: number, what: string, timeoutMs: number | undefined): void {
-    if (this.spin(deadline)) return;
-    for (;;) {
-      if (this.checkProducer()) return;
-      const seq = this.dataWait.prepare();
-      if (this.anyReady()) {
-        this.dataWait.cancel();
-        return;
-      }
-      const slice = Math.min(this.options.livenessCheckMs, deadline - Date.now());
-      if (slice <= 0) {
-        this.dataWait.cancel();
-        throw this.timeout(what, timeoutMs);
-      }
-      this.dataWait.parkSync(seq, Math.ceil(slice));
-      this.dataWait.cancel();
-      if (this.anyReady()) return;
-    }
-  }
+  /** The wait of a receive that found nothing (one at a time per end; reused, so no allocation). */
+  private readonly dataSpec: WaitSpec & { what: string; timeoutMs?: number } = {
+    what: 'recv',
+    attempt: () => this.anyReady(),
+    check: () => this.checkProducer(),
+    deadline: 0,
+    timeout: () => this.timeout(this.dataSpec.what, this.dataSpec.timeoutMs),
+  };
 
-  /** As waitSync, on the event loop (the addon's waiter thread parks; a brief spin first). */
-  private async waitAsync(deadline: number, timeoutMs: number | undefined): Promise<void> {
-    // Spin briefly on the loop (at most ~1 ms under 'spin').
-    if (this.options.wait !== 'park' && this.spin(Math.min(deadline, Date.now() + 1))) return;
-    for (;;) {
-      if (this.checkProducer()) return;
-      const seq = this.dataWait.prepare();
-      if (this.anyReady()) {
-        this.dataWait.cancel();
-        return;
-      }
-      const slice = Math.min(this.options.livenessCheckMs, deadline - Date.now());
-      if (slice <= 0) {
-        this.dataWait.cancel();
-        throw this.timeout('recv', timeoutMs);
-      }
-      await this.dataWait.park(seq, Math.ceil(slice));
-      if (this.closedByUs) this.assertOpen();
-      this.dataWait.cancel();
-      if (this.anyReady()) return;
-    }
+  private prepareDataWait(options: WaitOptions | undefined, what: string): WaitSpec {
+    const spec = this.dataSpec;
+    spec.what = what;
+    spec.timeoutMs = options?.timeoutMs;
+    spec.deadline = deadlineOf(options);
+    return spec;
   }
 
   /**
@@ -881,10 +832,10 @@ export class ChannelReceiver extends ChannelEnd implements AsyncIterable<Uint8Ar
   recvSync(options?: WaitOptions): Uint8Array | null {
     let frame = this.tryRecv();
     if (frame !== null || this.ended) return frame;
-    const deadline = deadlineOf(options);
+    const spec = this.prepareDataWait(options, 'recvSync');
     for (;;) {
       // A committed record may be padding only: then wait again.
-      this.waitSync(deadline, 'recvSync', options?.timeoutMs);
+      waitSync(this.dataWait, this.options, spec);
       frame = this.tryRecv();
       if (frame !== null || this.ended) return frame;
     }
@@ -897,33 +848,11 @@ export class ChannelReceiver extends ChannelEnd implements AsyncIterable<Uint8Ar
   recvSyncInto(dst: Uint8Array, dstOffset = 0, options?: WaitOptions): number {
     let n = this.tryRecvInto(dst, dstOffset);
     if (n >= 0 || this.ended) return n;
-    const deadline = deadlineOf(options);
+    const spec = this.prepareDataWait(options, 'recvSyncInto');
     for (;;) {
-      this.waitSync(deadline, 'recvSyncInto', options?.timeoutMs);
+      waitSync(this.dataWait, this.options, spec);
       n = this.tryRecvInto(dst, dstOffset);
       if (n >= 0 || this.ended) return n;
-    }
-  }
-
-  /** Spins per the strategy until a frame is committed (not consumed), the producer closed, or the deadline. */
-  private spin(deadline: number): boolean {
-    const { wait, spinIterations, livenessCheckMs } = this.options;
-    if (wait === 'park') return false;
-    if (wait === 'adaptive') {
-      for (let i = 0; i < spinIterations; i++) if (this.anyReady()) return true;
-      return false;
-    }
-    let nextCheck = Date.now() + livenessCheckMs;
-    for (let i = 1; ; i++) {
-      if (this.anyReady()) return true;
-      if ((i & 1023) === 0) {
-        const now = Date.now();
-        if (now >= deadline) return false;
-        if (now >= nextCheck) {
-          if (this.checkProducer()) return true;
-          nextCheck = now + livenessCheckMs;
-        }
-      }
     }
   }
 
@@ -950,11 +879,11 @@ export class ChannelReceiver extends ChannelEnd implements AsyncIterable<Uint8Ar
     }
     this.streak = 0;
     if (this.ended) return frame;
-    const deadline = deadlineOf(options);
+    const spec = this.prepareDataWait(options, 'recv');
     this.pending = true;
     try {
       for (;;) {
-        await this.waitAsync(deadline, options?.timeoutMs);
+        await waitAsync(this.dataWait, this.options, spec, this.stillOpen);
         frame = this.tryRecv();
         if (frame !== null || this.ended) return frame;
       }
@@ -969,11 +898,11 @@ export class ChannelReceiver extends ChannelEnd implements AsyncIterable<Uint8Ar
       throw new ShmStateError(ErrorCode.PENDING, `channel ${JSON.stringify(this.name)}: another recv() is pending`);
     let n = this.tryRecvInto(dst, dstOffset);
     if (n >= 0 || this.ended) return n;
-    const deadline = deadlineOf(options);
+    const spec = this.prepareDataWait(options, 'recvInto');
     this.pending = true;
     try {
       for (;;) {
-        await this.waitAsync(deadline, options?.timeoutMs);
+        await waitAsync(this.dataWait, this.options, spec, this.stillOpen);
         n = this.tryRecvInto(dst, dstOffset);
         if (n >= 0 || this.ended) return n;
       }

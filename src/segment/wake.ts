@@ -106,3 +106,94 @@ export class WaitBlock {
     settle?.(WAIT_CANCELLED);
   }
 }
+
+/** How an end waits (see Channel's EndOptions). */
+export interface WaitPolicy {
+  wait: 'spin' | 'adaptive' | 'park';
+  spinIterations: number;
+  livenessCheckMs: number;
+}
+
+/**
+ * One wait, spin then park:
+ * - `attempt()` is the condition (it may also do the work, e.g. try to write); true ends the wait;
+ * - `check()` runs before each park and every `livenessCheckMs` while spinning: it throws to
+ *   abort (peer dead, closed) or returns true to end the wait without the condition (peer closed);
+ * - `beforePark()` runs before each park (e.g. publish what is pending, so the peer can act);
+ * - past `deadline` (ms since the epoch) the wait throws `timeout()`.
+ */
+export interface WaitSpec {
+  attempt: () => boolean;
+  check: () => boolean;
+  deadline: number;
+  timeout: () => Error;
+  beforePark?: () => void;
+}
+
+/** Spins per the policy until `attempt()` or `check()` is true, or the spin budget / `until` ends. */
+function spinPhase(policy: WaitPolicy, spec: WaitSpec, until: number): boolean {
+  if (policy.wait === 'park') return false;
+  if (policy.wait === 'adaptive') {
+    for (let i = 0; i < policy.spinIterations; i++) if (spec.attempt()) return true;
+    return false;
+  }
+  let nextCheck = Date.now() + policy.livenessCheckMs;
+  for (let i = 1; ; i++) {
+    if (spec.attempt()) return true;
+    if ((i & 1023) === 0) {
+      const now = Date.now();
+      if (now >= until) return false;
+      if (now >= nextCheck) {
+        if (spec.check()) return true;
+        nextCheck = now + policy.livenessCheckMs;
+      }
+    }
+  }
+}
+
+/**
+ * The park phase shared by waitSync and waitAsync: yields [seq, timeoutMs] for each park,
+ * returns when the condition holds or check() ends the wait, throws on timeout.
+ */
+function* parkSteps(block: WaitBlock, policy: WaitPolicy, spec: WaitSpec): Generator<[number, number], void, void> {
+  for (;;) {
+    if (spec.check()) return;
+    const seq = block.prepare();
+    if (spec.attempt()) {
+      block.cancel();
+      return;
+    }
+    const slice = Math.min(policy.livenessCheckMs, spec.deadline - Date.now());
+    if (slice <= 0) {
+      block.cancel();
+      throw spec.timeout();
+    }
+    spec.beforePark?.();
+    yield [seq, Math.ceil(slice)];
+    block.cancel();
+    if (spec.attempt()) return;
+  }
+}
+
+/** Blocks this thread: spin, then FUTEX_WAIT in slices of livenessCheckMs. */
+export function waitSync(block: WaitBlock, policy: WaitPolicy, spec: WaitSpec): void {
+  if (spinPhase(policy, spec, spec.deadline)) return;
+  for (const [seq, ms] of parkSteps(block, policy, spec)) block.parkSync(seq, ms);
+}
+
+/**
+ * On the event loop: spins at most ~1 ms (never longer, whatever the policy), then parks in
+ * the addon's waiter thread. `stillOpen()` runs after every park (it throws once the end closed).
+ */
+export async function waitAsync(
+  block: WaitBlock,
+  policy: WaitPolicy,
+  spec: WaitSpec,
+  stillOpen: () => void,
+): Promise<void> {
+  if (spinPhase(policy, spec, Math.min(spec.deadline, Date.now() + 1))) return;
+  for (const [seq, ms] of parkSteps(block, policy, spec)) {
+    await block.park(seq, ms);
+    stillOpen();
+  }
+}
