@@ -1,8 +1,9 @@
 /*
  * shmbus native addon: the thin syscall layer under src/native/binding.ts, which declares
  * the contract of every function here. Files in /dev/shm, mmap as external ArrayBuffers,
- * shared (non-private) futexes, a futex waiter thread that reports into the event loop,
- * eventfd + uv_poll, OFD byte-range locks. No ring or protocol logic lives in C.
+ * shared (non-private) futexes, a futex waiter thread that reports into the event loop, an
+ * io_uring futex waiter whose fd the event loop polls, eventfd + uv_poll, OFD byte-range
+ * locks. No ring or protocol logic lives in C.
  *
  * Threads: every exported function runs on the JS thread that called it (main thread or
  * a worker; the addon is context-aware and keeps no global JS state). The only other
@@ -33,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/io_uring.h>
 #include <node_api.h>
 #include <uv.h>
 
@@ -60,6 +62,7 @@
 static const napi_type_tag MAPPING_TAG = {0x5348424d41505049ULL, 0x4e47000000000001ULL};
 static const napi_type_tag WAITER_TAG = {0x5348424d57414954ULL, 0x4552000000000001ULL};
 static const napi_type_tag POLL_TAG = {0x5348424d504f4c4cULL, 0x0000000000000001ULL};
+static const napi_type_tag URING_TAG = {0x5348424d5552494eULL, 0x4700000000000001ULL};
 
 /* ---------------------------------------------------------------------------------------
  * Errors
@@ -1445,6 +1448,283 @@ static napi_value js_poll_stop(napi_env env, napi_callback_info info)
  * ------------------------------------------------------------------------------------- */
 
 /* noop(): the baseline cost of crossing into C. */
+
+/* ---------------------------------------------------------------------------------------
+ * io_uring futex waiter (Linux >= 6.7): FUTEX_WAIT on the shared word is submitted to a
+ * small io_uring; the ring fd turns readable when it completes, so the event loop watches
+ * the ring fd itself (uv_poll, from JS) and the waker's FUTEX_WAKE reaches this thread with
+ * one wake-up, without the helper thread of the waiter above. uringCreate fails (ENOSYS,
+ * EPERM under seccomp, EINVAL on older kernels) where this is not available: JS then uses
+ * the waiter thread.
+ */
+#ifndef IORING_OP_FUTEX_WAIT
+#define IORING_OP_FUTEX_WAIT 51 /* Linux 6.7; absent from older uapi headers */
+#endif
+#define FUTEX2_SIZE_U32_FLAG 0x02 /* futex2 flags: a 32-bit word, shared (no FUTEX2_PRIVATE) */
+#define URING_ENTRIES 4
+#define URING_WAIT_DATA 1
+#define URING_CANCEL_DATA 2
+
+typedef struct {
+  int fd;
+  void *sq_ring;
+  size_t sq_ring_length;
+  void *cq_ring; /* == sq_ring with IORING_FEAT_SINGLE_MMAP */
+  size_t cq_ring_length;
+  struct io_uring_sqe *sqes;
+  size_t sqes_length;
+  unsigned *sq_head, *sq_tail, *sq_array, sq_mask, sq_entries;
+  unsigned *cq_head, *cq_tail, cq_mask;
+  struct io_uring_cqe *cqes;
+  uint32_t *word;
+  napi_ref buffer_ref;
+  napi_env env;
+} uring_t;
+
+static void uring_unmap(uring_t *u)
+{
+  if (u->sqes != NULL && u->sqes != MAP_FAILED)
+    munmap(u->sqes, u->sqes_length);
+  if (u->cq_ring != NULL && u->cq_ring != MAP_FAILED && u->cq_ring != u->sq_ring)
+    munmap(u->cq_ring, u->cq_ring_length);
+  if (u->sq_ring != NULL && u->sq_ring != MAP_FAILED)
+    munmap(u->sq_ring, u->sq_ring_length);
+  u->sqes = NULL;
+  u->cq_ring = u->sq_ring = NULL;
+}
+
+/* Closing the ring fd cancels a pending FUTEX_WAIT; idempotent. */
+static void uring_close(uring_t *u)
+{
+  if (u->fd < 0)
+    return;
+  uring_unmap(u);
+  close(u->fd);
+  u->fd = -1;
+  if (u->buffer_ref != NULL) {
+    napi_delete_reference(u->env, u->buffer_ref);
+    u->buffer_ref = NULL;
+  }
+}
+
+/* Queues one SQE and submits it. Returns 0 or -errno. Only this JS thread writes the SQ. */
+static int uring_submit(uring_t *u, uint8_t opcode, int32_t fd_field, uint64_t addr, uint64_t off, uint64_t addr3,
+                        uint64_t user_data)
+{
+  unsigned tail = *u->sq_tail;
+  unsigned head = __atomic_load_n(u->sq_head, __ATOMIC_ACQUIRE);
+  if (tail - head >= u->sq_entries)
+    return -EBUSY;
+  unsigned index = tail & u->sq_mask;
+  struct io_uring_sqe *sqe = &u->sqes[index];
+  memset(sqe, 0, sizeof *sqe);
+  sqe->opcode = opcode;
+  sqe->fd = fd_field;
+  sqe->addr = addr;
+  sqe->off = off;
+  sqe->addr3 = addr3;
+  sqe->user_data = user_data;
+  u->sq_array[index] = index;
+  /* The SQE is written before the tail that hands it to the kernel. */
+  __atomic_store_n(u->sq_tail, tail + 1, __ATOMIC_RELEASE);
+  long r;
+  while ((r = syscall(__NR_io_uring_enter, u->fd, 1, 0, 0, NULL, 0)) < 0 && errno == EINTR)
+    ;
+  return r < 0 ? -errno : 0;
+}
+
+/* Pops every CQE; returns the WAIT_* result of the last FUTEX_WAIT completion, or -1 if none. */
+static int uring_reap(uring_t *u)
+{
+  int result = -1;
+  unsigned head = *u->cq_head;
+  unsigned tail = __atomic_load_n(u->cq_tail, __ATOMIC_ACQUIRE);
+  for (; head != tail; head++) {
+    struct io_uring_cqe *cqe = &u->cqes[head & u->cq_mask];
+    if (cqe->user_data != URING_WAIT_DATA)
+      continue; /* the completion of a cancel request */
+    int res = cqe->res;
+    result = res == 0 || res == -EINTR  ? WAIT_WOKEN
+             : res == -EAGAIN           ? WAIT_NOT_EQUAL
+             : res == -ECANCELED        ? WAIT_CANCELLED
+                                        : WAIT_ERROR;
+  }
+  __atomic_store_n(u->cq_head, head, __ATOMIC_RELEASE);
+  return result;
+}
+
+static int uring_open(uring_t *u)
+{
+  struct io_uring_params params;
+  memset(&params, 0, sizeof params);
+  u->fd = (int)syscall(__NR_io_uring_setup, URING_ENTRIES, &params);
+  if (u->fd < 0)
+    return -errno;
+  fcntl(u->fd, F_SETFD, FD_CLOEXEC);
+  u->sq_ring_length = params.sq_off.array + params.sq_entries * sizeof(unsigned);
+  u->cq_ring_length = params.cq_off.cqes + params.cq_entries * sizeof(struct io_uring_cqe);
+  bool single = (params.features & IORING_FEAT_SINGLE_MMAP) != 0;
+  if (single && u->cq_ring_length > u->sq_ring_length)
+    u->sq_ring_length = u->cq_ring_length;
+  u->sq_ring = mmap(NULL, u->sq_ring_length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, u->fd,
+                    IORING_OFF_SQ_RING);
+  if (u->sq_ring == MAP_FAILED)
+    return -errno;
+  u->cq_ring = single ? u->sq_ring
+                      : mmap(NULL, u->cq_ring_length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, u->fd,
+                             IORING_OFF_CQ_RING);
+  if (u->cq_ring == MAP_FAILED)
+    return -errno;
+  u->sqes_length = params.sq_entries * sizeof(struct io_uring_sqe);
+  u->sqes = mmap(NULL, u->sqes_length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, u->fd, IORING_OFF_SQES);
+  if (u->sqes == MAP_FAILED)
+    return -errno;
+  char *sq = u->sq_ring, *cq = u->cq_ring;
+  u->sq_head = (unsigned *)(sq + params.sq_off.head);
+  u->sq_tail = (unsigned *)(sq + params.sq_off.tail);
+  u->sq_mask = *(unsigned *)(sq + params.sq_off.ring_mask);
+  u->sq_entries = *(unsigned *)(sq + params.sq_off.ring_entries);
+  u->sq_array = (unsigned *)(sq + params.sq_off.array);
+  u->cq_head = (unsigned *)(cq + params.cq_off.head);
+  u->cq_tail = (unsigned *)(cq + params.cq_off.tail);
+  u->cq_mask = *(unsigned *)(cq + params.cq_off.ring_mask);
+  u->cqes = (struct io_uring_cqe *)(cq + params.cq_off.cqes);
+  return 0;
+}
+
+static void uring_handle_finalize(napi_env env, void *data, void *hint)
+{
+  (void)env;
+  (void)hint;
+  uring_t *u = data;
+  uring_close(u);
+  free(u);
+}
+
+/*
+ * uringCreate(buffer, byteOffset): [handle, ringFd]. Probes IORING_OP_FUTEX_WAIT with a
+ * value the word cannot hold right now (a wait that must fail with EAGAIN at once): an
+ * older kernel answers EINVAL instead, and then this throws ENOSYS.
+ */
+static napi_value js_uring_create(napi_env env, napi_callback_info info)
+{
+  napi_value argv[2];
+  double offset;
+  uint32_t *word;
+  bool detachable;
+  if (!get_args(env, info, 2, argv) || !arg_word(env, argv[0], argv[1], &offset, &word, &detachable))
+    return NULL;
+  uring_t *u = calloc(1, sizeof *u);
+  if (u == NULL) {
+    throw_system(env, ENOMEM, "malloc", NULL);
+    return NULL;
+  }
+  u->fd = -1;
+  u->env = env;
+  u->word = word;
+  int err = uring_open(u);
+  const char *syscall_name = "io_uring_setup";
+  if (err == 0) {
+    uint32_t unlikely = __atomic_load_n(word, __ATOMIC_SEQ_CST) ^ 0x80000000u;
+    err = uring_submit(u, IORING_OP_FUTEX_WAIT, FUTEX2_SIZE_U32_FLAG, (uintptr_t)word, unlikely,
+                       FUTEX_BITSET_MATCH_ANY, URING_WAIT_DATA);
+    syscall_name = "io_uring_enter";
+    if (err == 0) {
+      long r;
+      while ((r = syscall(__NR_io_uring_enter, u->fd, 0, 1, IORING_ENTER_GETEVENTS, NULL, 0)) < 0 && errno == EINTR)
+        ;
+      int probe = r < 0 ? WAIT_ERROR : uring_reap(u);
+      /* The word changing between the load and the wait would be a (harmless) WAIT_WOKEN. */
+      if (probe != WAIT_NOT_EQUAL && probe != WAIT_WOKEN)
+        err = -ENOSYS;
+    }
+  }
+  if (err != 0) {
+    uring_close(u);
+    free(u);
+    throw_system(env, -err, syscall_name, NULL);
+    return NULL;
+  }
+  napi_value handle, fd_value, result;
+  if (napi_create_reference(env, argv[0], 1, &u->buffer_ref) != napi_ok ||
+      napi_create_external(env, u, uring_handle_finalize, NULL, &handle) != napi_ok) {
+    uring_close(u);
+    free(u);
+    return fail_napi(env);
+  }
+  TRY(napi_type_tag_object(env, handle, &URING_TAG));
+  TRY(napi_create_array_with_length(env, 2, &result));
+  TRY(napi_create_int32(env, u->fd, &fd_value));
+  TRY(napi_set_element(env, result, 0, handle));
+  TRY(napi_set_element(env, result, 1, fd_value));
+  return result;
+}
+
+static bool arg_uring(napi_env env, napi_value value, uring_t **u)
+{
+  if (!arg_handle(env, value, &URING_TAG, "uring", "a uring handle from uringCreate()", (void **)u))
+    return false;
+  if ((*u)->fd < 0) {
+    napi_throw_error(env, "ERR_INVALID_STATE", "the uring waiter is closed");
+    return false;
+  }
+  return true;
+}
+
+/* uringArm(handle, expected): submits FUTEX_WAIT(word, expected); completion makes the ring fd readable. */
+static napi_value js_uring_arm(napi_env env, napi_callback_info info)
+{
+  napi_value argv[2];
+  uring_t *u;
+  uint32_t expected;
+  if (!get_args(env, info, 2, argv) || !arg_uring(env, argv[0], &u) || !arg_futex_value(env, argv[1], &expected))
+    return NULL;
+  int err = uring_submit(u, IORING_OP_FUTEX_WAIT, FUTEX2_SIZE_U32_FLAG, (uintptr_t)u->word, expected,
+                         FUTEX_BITSET_MATCH_ANY, URING_WAIT_DATA);
+  if (err != 0) {
+    throw_system(env, -err, "io_uring_enter", NULL);
+    return NULL;
+  }
+  return make_undefined(env);
+}
+
+/* uringCancel(handle): asks the kernel to end a pending FUTEX_WAIT (it completes with WAIT_CANCELLED). */
+static napi_value js_uring_cancel(napi_env env, napi_callback_info info)
+{
+  napi_value argv[1];
+  uring_t *u;
+  if (!get_args(env, info, 1, argv) || !arg_uring(env, argv[0], &u))
+    return NULL;
+  int err = uring_submit(u, IORING_OP_ASYNC_CANCEL, -1, URING_WAIT_DATA, 0, 0, URING_CANCEL_DATA);
+  if (err != 0) {
+    throw_system(env, -err, "io_uring_enter", NULL);
+    return NULL;
+  }
+  return make_undefined(env);
+}
+
+/* uringReap(handle): the WAIT_* result of a completed FUTEX_WAIT, or -1 when none completed yet. */
+static napi_value js_uring_reap(napi_env env, napi_callback_info info)
+{
+  napi_value argv[1];
+  uring_t *u;
+  if (!get_args(env, info, 1, argv) || !arg_uring(env, argv[0], &u))
+    return NULL;
+  return make_number(env, uring_reap(u));
+}
+
+/* uringClose(handle): closes the ring (cancelling a pending wait) and unmaps it. Idempotent. */
+static napi_value js_uring_close(napi_env env, napi_callback_info info)
+{
+  napi_value argv[1];
+  uring_t *u;
+  if (!get_args(env, info, 1, argv) ||
+      !arg_handle(env, argv[0], &URING_TAG, "uring", "a uring handle from uringCreate()", (void **)&u))
+    return NULL;
+  uring_close(u);
+  return make_undefined(env);
+}
+
 static napi_value js_noop(napi_env env, napi_callback_info info)
 {
   (void)env, (void)info;
@@ -1497,6 +1777,11 @@ NAPI_MODULE_INIT()
       FN("eventfdWrite", js_eventfd_write),
       FN("pollStart", js_poll_start),
       FN("pollStop", js_poll_stop),
+      FN("uringCreate", js_uring_create),
+      FN("uringArm", js_uring_arm),
+      FN("uringCancel", js_uring_cancel),
+      FN("uringReap", js_uring_reap),
+      FN("uringClose", js_uring_close),
       FN("noop", js_noop),
       FN("constants", js_constants),
   };

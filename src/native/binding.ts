@@ -24,6 +24,11 @@ export interface WaiterHandle {
   readonly __waiter: unique symbol;
 }
 
+/** Opaque handle of one io_uring futex waiter (an N-API external). */
+export interface UringHandle {
+  readonly __uring: unique symbol;
+}
+
 /** Opaque handle of one uv_poll watcher (an N-API external). */
 export interface PollHandle {
   readonly __poll: unique symbol;
@@ -106,6 +111,22 @@ export interface NativeBinding {
   waiterCancel(waiter: WaiterHandle): void;
   /** Stop and join the thread; a pending wait gets no callback. Idempotent. */
   waiterClose(waiter: WaiterHandle): void;
+
+  /**
+   * An io_uring (4 entries) for FUTEX_WAIT on the Int32 at buffer[byteOffset] (shared, not
+   * private): returns [handle, ringFd]; ringFd turns readable when a wait completes (watch it
+   * with pollStart). Throws a system error where io_uring or IORING_OP_FUTEX_WAIT (Linux 6.7)
+   * is unavailable (ENOSYS, EPERM under seccomp, ...). Holds the buffer until uringClose.
+   */
+  uringCreate(buffer: WaitableBuffer, byteOffset: number): [handle: UringHandle, ringFd: number];
+  /** Submits FUTEX_WAIT(word, expected); one at a time. */
+  uringArm(uring: UringHandle, expected: number): void;
+  /** Asks the kernel to end the pending wait: it completes with WAIT_CANCELLED. */
+  uringCancel(uring: UringHandle): void;
+  /** Pops completions: the WAIT_* result of a finished wait (WAIT_WOKEN, WAIT_NOT_EQUAL, WAIT_CANCELLED, WAIT_ERROR), or -1. */
+  uringReap(uring: UringHandle): number;
+  /** Closes the ring (a pending wait is cancelled) and unmaps it. Call pollStop on its fd first. Idempotent. */
+  uringClose(uring: UringHandle): void;
 
   /** eventfd(initial, EFD_CLOEXEC|EFD_NONBLOCK|(semaphore?EFD_SEMAPHORE:0)). */
   eventfdCreate(initial: number, semaphore: boolean): number;

@@ -14,10 +14,11 @@
  * is lost, and the waker makes no syscall while nobody sleeps.
  *
  * V8's Atomics.wait/notify are process-local, hence the addon's futex calls; event-loop
- * waits use the addon's waiter thread (it parks on the same word and reports into the loop).
+ * waits use an io_uring FUTEX_WAIT polled by the loop where the kernel has it (Linux >= 6.7),
+ * else the addon's waiter thread (it parks on the same word and reports into the loop).
  */
 import { ErrorCode, ShmStateError } from '../errors.js';
-import { native, WAIT_CANCELLED, type WaiterHandle } from '../native/binding.js';
+import { native, type UringHandle, WAIT_CANCELLED, WAIT_TIMED_OUT, type WaiterHandle } from '../native/binding.js';
 
 /** Parks and wakes on one wait block (`sleeping` word, then `seq` word 4 bytes later). */
 export class WaitBlock {
@@ -25,6 +26,8 @@ export class WaitBlock {
   private readonly seqIndex: number;
   private readonly seqByteOffset: number;
   private waiter: WaiterHandle | null = null;
+  /** undefined until the first park(); null when io_uring is not available. */
+  private uring: [UringHandle, number] | null | undefined = undefined;
   private settle: ((result: number) => void) | null = null;
 
   constructor(
@@ -74,8 +77,43 @@ export class WaitBlock {
     return native().futexWait(this.buffer, this.seqByteOffset, seq, timeoutMs);
   }
 
-  /** Parker side, step 2 (event loop): resolves with a WAIT_* code; never blocks the loop. */
+  /**
+   * Parker side, step 2 (event loop): resolves with a WAIT_* code; never blocks the loop.
+   * Uses an io_uring FUTEX_WAIT whose ring fd the loop polls (one wake-up, Linux >= 6.7),
+   * else the addon's waiter thread (a futex wake, then a hop into the loop).
+   * SHMBUS_WAITER=thread forces the waiter thread.
+   */
   park(seq: number, timeoutMs: number): Promise<number> {
+    if (this.settle !== null) throw new ShmStateError(ErrorCode.PENDING, 'another wait is already pending on this end');
+    if (this.uring === undefined) this.uring = openUring(this.buffer, this.seqByteOffset);
+    return this.uring !== null ? this.parkUring(this.uring, seq, timeoutMs) : this.parkThread(seq, timeoutMs);
+  }
+
+  private parkUring(uring: [UringHandle, number], seq: number, timeoutMs: number): Promise<number> {
+    const n = native();
+    const [handle, fd] = uring;
+    n.uringArm(handle, seq);
+    return new Promise<number>((resolve) => {
+      let timedOut = false;
+      const finish = (result: number) => {
+        clearTimeout(timer);
+        n.pollStop(poll);
+        this.settle = null;
+        resolve(timedOut && result === WAIT_CANCELLED ? WAIT_TIMED_OUT : result);
+      };
+      const poll = n.pollStart(fd, () => {
+        const result = n.uringReap(handle);
+        if (result >= 0) finish(result);
+      });
+      const timer = setTimeout(() => {
+        timedOut = true;
+        n.uringCancel(handle);
+      }, timeoutMs);
+      this.settle = finish;
+    });
+  }
+
+  private parkThread(seq: number, timeoutMs: number): Promise<number> {
     const n = native();
     if (this.waiter === null)
       this.waiter = n.waiterCreate(this.buffer, this.seqByteOffset, (result) => {
@@ -83,7 +121,6 @@ export class WaitBlock {
         this.settle = null;
         settle?.(result);
       });
-    if (this.settle !== null) throw new ShmStateError(ErrorCode.PENDING, 'another wait is already pending on this end');
     const promise = new Promise<number>((resolve) => {
       this.settle = resolve;
     });
@@ -93,17 +130,33 @@ export class WaitBlock {
 
   /** Ends a pending park() early (it resolves with WAIT_CANCELLED). */
   interrupt(): void {
-    if (this.waiter !== null && this.settle !== null) native().waiterCancel(this.waiter);
+    if (this.settle === null) return;
+    if (this.uring) native().uringCancel(this.uring[0]);
+    else if (this.waiter !== null) native().waiterCancel(this.waiter);
   }
 
-  /** Stops the waiter thread; a pending park() resolves with WAIT_CANCELLED. Idempotent. */
+  /** Stops the waiter; a pending park() resolves with WAIT_CANCELLED. Idempotent. */
   close(): void {
+    const settle = this.settle;
+    this.settle = null;
+    // Settling first stops the uring poll (pollStop before the ring fd closes).
+    settle?.(WAIT_CANCELLED);
     const waiter = this.waiter;
     this.waiter = null;
     if (waiter !== null) native().waiterClose(waiter);
-    const settle = this.settle;
-    this.settle = null;
-    settle?.(WAIT_CANCELLED);
+    const uring = this.uring;
+    this.uring = null;
+    if (uring) native().uringClose(uring[0]);
+  }
+}
+
+/** An io_uring futex waiter on buffer[byteOffset], or null where the kernel or sandbox has none. */
+function openUring(buffer: ArrayBuffer, byteOffset: number): [UringHandle, number] | null {
+  if (process.env.SHMBUS_WAITER === 'thread') return null;
+  try {
+    return native().uringCreate(buffer, byteOffset);
+  } catch {
+    return null;
   }
 }
 

@@ -85,38 +85,50 @@ describe('receiving on the event loop', () => {
     await producer.exited();
   });
 
-  test('a parked recv() is woken by a frame sent from another process', async () => {
-    const n = name('wake');
-    const sut = Channel.create(n, { wait: 'park' });
-    const consumer = startFixture('channel-consumer', [n, 'park', 'async']);
-    await consumer.waitFor((m) => m.ready === true);
-    // Let the consumer park before each send.
-    for (let i = 0; i < 20; i++) {
-      await new Promise((r) => setTimeout(r, 10));
-      const frame = new Uint8Array(16);
-      fillFrame(frame, i);
-      assert.ok(sut.trySend(frame));
-    }
-    sut.close();
-    const result = await consumer.waitFor((m) => m.done === true || m.error !== undefined);
-    assert.deepEqual({ received: result.received, problem: result.problem }, { received: 20, problem: null });
-  });
+  // Event-loop waits use an io_uring FUTEX_WAIT where the kernel has it, else a waiter
+  // thread (SHMBUS_WAITER=thread forces it): both must wake across processes.
+  for (const waiter of ['default', 'thread'] as const) {
+    const env: Record<string, string> = waiter === 'thread' ? { SHMBUS_WAITER: 'thread' } : {};
+    test(`a parked recv() is woken by a frame sent from another process (${waiter} waiter)`, async () => {
+      const n = name('wake');
+      const sut = Channel.create(n, { wait: 'park' });
+      const consumer = startFixture('channel-consumer', [n, 'park', 'async'], env);
+      await consumer.waitFor((m) => m.ready === true);
+      // Let the consumer park before each send.
+      for (let i = 0; i < 20; i++) {
+        await new Promise((r) => setTimeout(r, 10));
+        const frame = new Uint8Array(16);
+        fillFrame(frame, i);
+        assert.ok(sut.trySend(frame));
+      }
+      sut.close();
+      const result = await consumer.waitFor((m) => m.done === true || m.error !== undefined);
+      assert.deepEqual({ received: result.received, problem: result.problem }, { received: 20, problem: null });
+    });
 
-  test('a parked send() is woken when the consumer makes room', async () => {
-    const n = name('space');
-    const sut = Channel.create(n, { capacity: 4096, wait: 'park' });
-    const consumer = startFixture('channel-consumer', [n, 'park', 'sync'], { SLOW: '1' });
-    await consumer.waitFor((m) => m.ready === true);
-    const frame = new Uint8Array(500);
-    for (let i = 0; i < 5000; i++) {
-      fillFrame(frame, i);
-      await sut.send(frame, { timeoutMs: 30_000 });
-    }
-    assert.ok(sut.stats().fullCount > 0, 'the ring was full at least once');
-    sut.close();
-    const result = await consumer.waitFor((m) => m.done === true || m.error !== undefined);
-    assert.deepEqual({ received: result.received, problem: result.problem }, { received: 5000, problem: null });
-  });
+    test(`a parked send() is woken when the consumer makes room (${waiter} waiter)`, async () => {
+      const saved = process.env.SHMBUS_WAITER;
+      if (waiter === 'thread') process.env.SHMBUS_WAITER = 'thread';
+      try {
+        const n = name('space');
+        const sut = Channel.create(n, { capacity: 4096, wait: 'park' });
+        const consumer = startFixture('channel-consumer', [n, 'park', 'sync'], { SLOW: '1' });
+        await consumer.waitFor((m) => m.ready === true);
+        const frame = new Uint8Array(500);
+        for (let i = 0; i < 5000; i++) {
+          fillFrame(frame, i);
+          await sut.send(frame, { timeoutMs: 30_000 });
+        }
+        assert.ok(sut.stats().fullCount > 0, 'the ring was full at least once');
+        sut.close();
+        const result = await consumer.waitFor((m) => m.done === true || m.error !== undefined);
+        assert.deepEqual({ received: result.received, problem: result.problem }, { received: 5000, problem: null });
+      } finally {
+        if (saved === undefined) delete process.env.SHMBUS_WAITER;
+        else process.env.SHMBUS_WAITER = saved;
+      }
+    });
+  }
 });
 
 describe('worker threads', () => {

@@ -766,3 +766,66 @@ test('constants() reports the WAIT_* values of binding.ts, plus WAIT_ERROR', () 
 test('noop does nothing and returns undefined', () => {
   assert.equal(sut.noop(), undefined);
 });
+
+// ---------------------------------------------------------------------------------------
+// io_uring futex waiter (Linux >= 6.7; where the kernel or sandbox lacks it, uringCreate
+// throws a system error and shmbus uses the waiter thread: these tests then check that).
+
+function uringAvailable(buffer: ArrayBuffer): boolean {
+  try {
+    sut.uringClose(sut.uringCreate(buffer, 0)[0]);
+    return true;
+  } catch (err) {
+    assert.equal(typeof (err as { code?: unknown }).code, 'string', 'unavailability is a system error');
+    return false;
+  }
+}
+
+test('an io_uring waiter makes its ring fd readable when a child process wakes the word', async (t) => {
+  await withSegment(async ({ path, buffer }) => {
+    if (!uringAvailable(buffer)) return t.skip('io_uring FUTEX_WAIT is not available here');
+    const [handle, fd] = sut.uringCreate(buffer, 0);
+    const results = new Inbox<number>();
+    const poll = sut.pollStart(fd, () => {
+      const result = sut.uringReap(handle);
+      if (result >= 0) results.push(result);
+    });
+    try {
+      sut.uringArm(handle, 0);
+      assert.equal(sut.uringReap(handle), -1, 'nothing completed before the wake');
+      const child = runChild('native-wake-child.js', [path, String(SIZE)]);
+      assert.equal(await results.next('uring completion'), WAIT_WOKEN);
+      assertExitedCleanly(await child);
+    } finally {
+      sut.pollStop(poll);
+      sut.uringClose(handle);
+    }
+  });
+});
+
+test('an io_uring waiter reports WAIT_NOT_EQUAL at once and WAIT_CANCELLED after uringCancel', async (t) => {
+  await withSegment(async ({ buffer, i32 }) => {
+    if (!uringAvailable(buffer)) return t.skip('io_uring FUTEX_WAIT is not available here');
+    const [handle, fd] = sut.uringCreate(buffer, 0);
+    const results = new Inbox<number>();
+    const poll = sut.pollStart(fd, () => {
+      const result = sut.uringReap(handle);
+      if (result >= 0) results.push(result);
+    });
+    try {
+      i32[0] = 7;
+      sut.uringArm(handle, 8);
+      assert.equal(await results.next('not-equal completion'), WAIT_NOT_EQUAL);
+      sut.uringArm(handle, 7);
+      await sleep(20);
+      assert.equal(results.items.length, 1, 'still waiting');
+      sut.uringCancel(handle);
+      assert.equal(await results.next('cancel completion'), WAIT_CANCELLED);
+    } finally {
+      sut.pollStop(poll);
+      sut.uringClose(handle);
+    }
+    sut.uringClose(handle);
+    assert.throws(() => sut.uringArm(handle, 0), { code: 'ERR_INVALID_STATE' });
+  });
+});
