@@ -320,6 +320,20 @@ abstract class ChannelEnd {
     return this.seg.holdsRole(PRODUCER_ROLE) ? CONSUMER_ROLE : PRODUCER_ROLE;
   }
 
+  private livenessCheckedAt = 0;
+
+  /**
+   * Peer liveness for the wait loops, at most once per livenessCheckMs (the lock probe is a
+   * system call; a park would otherwise pay it every time). Between probes it answers true:
+   * a death is noticed within livenessCheckMs.
+   */
+  protected peerAliveThrottled(role: number): boolean {
+    const now = Date.now();
+    if (now - this.livenessCheckedAt < this.options.livenessCheckMs) return true;
+    this.livenessCheckedAt = now;
+    return this.seg.roleAlive(role);
+  }
+
   /** Whether the other end's process is alive (holds its liveness lock). One syscall. */
   peerAlive(): boolean {
     this.assertOpen();
@@ -508,7 +522,7 @@ export class ChannelSender extends ChannelEnd {
         `channel ${JSON.stringify(this.name)}: the consumer closed its end`,
       );
     const attached = Atomics.load(this.i32, ATTACH_COUNT_OFFSET >> 2) > 0;
-    if (attached && !this.seg.roleAlive(CONSUMER_ROLE))
+    if (attached && !this.peerAliveThrottled(CONSUMER_ROLE))
       throw new ShmStateError(ErrorCode.PEER_DEAD, `channel ${JSON.stringify(this.name)}: the consumer process died`, {
         details: { name: this.name, consumerPid: this.seg.views.dv.getUint32(CONSUMER_PID_OFFSET, true) },
       });
@@ -785,7 +799,7 @@ export class ChannelReceiver extends ChannelEnd implements AsyncIterable<Uint8Ar
 
   private checkProducer(): boolean {
     if (Atomics.load(this.i32, this.producerClosedIndex) === CLOSED) return true;
-    if (!this.seg.roleAlive(PRODUCER_ROLE)) {
+    if (!this.peerAliveThrottled(PRODUCER_ROLE)) {
       // Dead: everything it committed is in the ring; deliver that first.
       for (const ring of this.rings) if (ring.ready()) return false;
       throw new ShmStateError(ErrorCode.PEER_DEAD, `channel ${JSON.stringify(this.name)}: the producer process died`, {
