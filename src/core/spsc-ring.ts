@@ -4,15 +4,15 @@
  * /dev/shm mapping and over a plain SharedArrayBuffer (which is how the unit tests run).
  *
  * ```ts
- * const sab = new SharedArrayBuffer(g.segmentLength);
- * const w = new RingWriter(viewsOf(sab), g, 0);
- * const r = new RingReader(viewsOf(sab), g, 0);
- * w.tryWrite(Uint8Array.of(1, 2, 3));        // true
+ * const g = channelGeometry(1 << 16, null);
+ * const views = viewsOf(new SharedArrayBuffer(g.segmentLength));
+ * const w = new RingWriter(views, g, 0, new Totals(views.f64, SENT_FRAMES_OFFSET >> 3, SENT_BYTES_OFFSET >> 3));
+ * const r = new RingReader(views, g, 0, new Totals(views.f64, RECEIVED_FRAMES_OFFSET >> 3, RECEIVED_BYTES_OFFSET >> 3));
+ * w.tryWrite(Uint8Array.of(1, 2, 3));        // true: written and published (the tail is the commit point)
  * const n = r.poll();                        // 3; payload at r.u8[r.frameIndex .. + n]
  * ```
  * Concurrency: one RingWriter (one thread of one process) and one RingReader (another
- * thread or process) per ring. Neither blocks or allocates on its hot path, except that
- * claim() returns a new view.
+ * thread or process) per ring. Neither blocks nor allocates.
  */
 
 import { ErrorCode, ShmSegmentError } from '../errors.js';
