@@ -14,22 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_u64(const void *a, const void *b) {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-  return (x > y) - (x < y);
-}
-
-// Nearest rank with q in per mille: the ceil(q*n)-th smallest sample (exact integer ceil).
-static uint64_t rank(const uint64_t *sorted, size_t n, size_t per_mille) {
-  size_t i = (n * per_mille + 999) / 1000;
-  return sorted[i == 0 ? 0 : i - 1];
-}
+#include "floor.h"
 
 static void signal_fd(int fd) {
   uint64_t one = 1;
@@ -84,9 +69,6 @@ int main(int argc, char **argv) {
     if (i >= warmup) samples[i - warmup] = t1 - t0;
   }
   waitpid(pid, NULL, 0);
-  qsort(samples, (size_t)iterations, sizeof *samples, cmp_u64);
-  size_t n = (size_t)iterations;
-  printf("{\"p50\":%llu,\"p99\":%llu,\"p999\":%llu,\"n\":%zu}\n", (unsigned long long)rank(samples, n, 500),
-         (unsigned long long)rank(samples, n, 990), (unsigned long long)rank(samples, n, 999), n);
+  print_percentiles(samples, (size_t)iterations);
   return 0;
 }

@@ -11,11 +11,7 @@
 #include <string.h>
 #include <time.h>
 
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+#include "floor.h"
 
 int main(int argc, char **argv) {
   long size = argc > 2 ? atol(argv[1]) : 0, iterations = argc > 2 ? atol(argv[2]) : 0;
