@@ -18,6 +18,7 @@ import { Worker } from 'node:worker_threads';
 import {
   type MappingHandle,
   native,
+  type UringHandle,
   WAIT_CANCELLED,
   WAIT_NOT_EQUAL,
   WAIT_TIMED_OUT,
@@ -781,38 +782,44 @@ function uringAvailable(buffer: ArrayBuffer): boolean {
   }
 }
 
+/** A polled io_uring waiter on word 0 whose completions land in `results`; closed afterwards. */
+async function withUring(
+  buffer: ArrayBuffer,
+  fn: (handle: UringHandle, results: Inbox<number>) => Promise<void>,
+): Promise<void> {
+  const [handle, fd] = sut.uringCreate(buffer, 0);
+  const results = new Inbox<number>();
+  const poll = sut.pollStart(fd, () => {
+    const result = sut.uringReap(handle);
+    if (result >= 0) results.push(result);
+  });
+  try {
+    await fn(handle, results);
+  } finally {
+    sut.pollStop(poll);
+    sut.uringClose(handle);
+  }
+}
+
 test('an io_uring waiter makes its ring fd readable when a child process wakes the word', async (t) => {
   await withSegment(async ({ path, buffer }) => {
     if (!uringAvailable(buffer)) return t.skip('io_uring FUTEX_WAIT is not available here');
-    const [handle, fd] = sut.uringCreate(buffer, 0);
-    const results = new Inbox<number>();
-    const poll = sut.pollStart(fd, () => {
-      const result = sut.uringReap(handle);
-      if (result >= 0) results.push(result);
-    });
-    try {
+    await withUring(buffer, async (handle, results) => {
       sut.uringArm(handle, 0);
       assert.equal(sut.uringReap(handle), -1, 'nothing completed before the wake');
       const child = runChild('native-wake-child.js', [path, String(SIZE)]);
       assert.equal(await results.next('uring completion'), WAIT_WOKEN);
       assertExitedCleanly(await child);
-    } finally {
-      sut.pollStop(poll);
-      sut.uringClose(handle);
-    }
+    });
   });
 });
 
 test('an io_uring waiter reports WAIT_NOT_EQUAL at once and WAIT_CANCELLED after uringCancel', async (t) => {
   await withSegment(async ({ buffer, i32 }) => {
     if (!uringAvailable(buffer)) return t.skip('io_uring FUTEX_WAIT is not available here');
-    const [handle, fd] = sut.uringCreate(buffer, 0);
-    const results = new Inbox<number>();
-    const poll = sut.pollStart(fd, () => {
-      const result = sut.uringReap(handle);
-      if (result >= 0) results.push(result);
-    });
-    try {
+    let closed: UringHandle | undefined;
+    await withUring(buffer, async (handle, results) => {
+      closed = handle;
       i32[0] = 7;
       sut.uringArm(handle, 8);
       assert.equal(await results.next('not-equal completion'), WAIT_NOT_EQUAL);
@@ -821,10 +828,8 @@ test('an io_uring waiter reports WAIT_NOT_EQUAL at once and WAIT_CANCELLED after
       assert.equal(results.items.length, 1, 'still waiting');
       sut.uringCancel(handle);
       assert.equal(await results.next('cancel completion'), WAIT_CANCELLED);
-    } finally {
-      sut.pollStop(poll);
-      sut.uringClose(handle);
-    }
+    });
+    const handle = closed as UringHandle;
     sut.uringClose(handle);
     assert.throws(() => sut.uringArm(handle, 0), { code: 'ERR_INVALID_STATE' });
   });
