@@ -235,8 +235,9 @@ export function waitSync(block: WaitBlock, policy: WaitPolicy, spec: WaitSpec): 
 }
 
 /**
- * On the event loop: spins at most ~1 ms (never longer, whatever the policy), then parks in
- * the addon's waiter thread. `stillOpen()` runs after every park (it throws once the end closed).
+ * On the event loop: spins at most ~1 ms (never longer, whatever the policy), then parks
+ * with WaitBlock.park() (io_uring, or the waiter thread). `stillOpen()` runs after every park
+ * (it throws once the end closed).
  */
 export async function waitAsync(
   block: WaitBlock,
