@@ -3,7 +3,8 @@
  * the contract of every function here. Files in /dev/shm, mmap as external ArrayBuffers,
  * shared (non-private) futexes, a futex waiter thread that reports into the event loop, an
  * io_uring futex waiter whose fd the event loop polls, eventfd + uv_poll, OFD byte-range
- * locks. No ring or protocol logic lives in C.
+ * locks, unix sockets that pass fds (SCM_RIGHTS) and report peer credentials. No ring or
+ * protocol logic lives in C.
  *
  * Threads: every exported function runs on the JS thread that called it (main thread or
  * a worker; the addon is context-aware and keeps no global JS state). The only other
@@ -29,8 +30,10 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -90,13 +93,18 @@ static napi_value fail_napi(napi_env env)
 /*
  * Throws an Error shaped like Node's system errors:
  *   EEXIST: file already exists, open '/dev/shm/x'   {code, errno: -17, syscall, path}
- * `err` is a positive errno value.
+ * `err` is a positive errno value; `detail`, if not NULL, replaces libuv's description of it
+ * when the errno alone would mislead (EMSGSIZE for truncated control data, not data).
  */
-static void throw_system(napi_env env, int err, const char *syscall_name, const char *path)
+static void throw_system_detail(napi_env env, int err, const char *syscall_name, const char *path,
+                                const char *detail)
 {
   char name[64], description[128], message[PATH_MAX + 256];
   uv_err_name_r(-err, name, sizeof name);
-  uv_strerror_r(-err, description, sizeof description);
+  if (detail)
+    snprintf(description, sizeof description, "%s", detail);
+  else
+    uv_strerror_r(-err, description, sizeof description);
   if (path)
     snprintf(message, sizeof message, "%s: %s, %s '%s'", name, description, syscall_name, path);
   else
@@ -116,6 +124,11 @@ static void throw_system(napi_env env, int err, const char *syscall_name, const 
   if (path && napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &value) == napi_ok)
     napi_set_named_property(env, error, "path", value);
   napi_throw(env, error);
+}
+
+static void throw_system(napi_env env, int err, const char *syscall_name, const char *path)
+{
+  throw_system_detail(env, err, syscall_name, path, NULL);
 }
 
 static void throw_range(napi_env env, const char *format, ...)
@@ -208,8 +221,11 @@ static bool arg_function(napi_env env, napi_value value, const char *name)
   return true;
 }
 
-/* A path as a NUL-terminated string; paths that do not fit PATH_MAX fail like open(2) would. */
-static bool arg_path(napi_env env, napi_value value, char path[PATH_MAX])
+/*
+ * A path as a NUL-terminated string; paths that do not fit PATH_MAX fail like the syscall
+ * that would have taken them (ENAMETOOLONG from `syscall_name`).
+ */
+static bool arg_path_for(napi_env env, napi_value value, const char *syscall_name, char path[PATH_MAX])
 {
   size_t length;
   if (napi_get_value_string_utf8(env, value, NULL, 0, &length) != napi_ok) {
@@ -217,7 +233,7 @@ static bool arg_path(napi_env env, napi_value value, char path[PATH_MAX])
     return false;
   }
   if (length >= PATH_MAX) {
-    throw_system(env, ENAMETOOLONG, "open", NULL);
+    throw_system(env, ENAMETOOLONG, syscall_name, NULL);
     return false;
   }
   napi_get_value_string_utf8(env, value, path, PATH_MAX, &length);
@@ -226,6 +242,11 @@ static bool arg_path(napi_env env, napi_value value, char path[PATH_MAX])
     return false;
   }
   return true;
+}
+
+static bool arg_path(napi_env env, napi_value value, char path[PATH_MAX])
+{
+  return arg_path_for(env, value, "open", path);
 }
 
 /* The pointer inside an external created by this addon with `tag`. */
@@ -1444,6 +1465,287 @@ static napi_value js_poll_stop(napi_env env, napi_callback_info info)
 }
 
 /* ---------------------------------------------------------------------------------------
+ * Unix-domain sockets: the control plane of a fan-out sender hands each consumer its ring
+ * segment fd and an eventfd (SCM_RIGHTS) and checks who is on the other end (SO_PEERCRED).
+ * Only the syscalls live here: framing, short writes and readiness (uv_poll, or the
+ * net.Socket that owns the fd) are the caller's. Nothing blocks except unixConnect.
+ *
+ *   sender: sendmsg(data, SCM_RIGHTS[ring, eventfd]) ──▶ receiver: recvmsg(MSG_CMSG_CLOEXEC)
+ *   the kernel attaches the fds to the first byte sent; the receiver gets them with the
+ *   read that returns that byte (a read never spans two messages that carry fds).
+ * ------------------------------------------------------------------------------------- */
+
+/* Most fds one sendFds carries: a ring, its eventfds, room to grow. */
+#define SEND_FDS_MAX 16
+/*
+ * Most fds the kernel attaches to one message (SCM_MAX_FD in include/net/scm.h). recvFds
+ * makes room for all of them, so a peer sending more than maxFds cannot make the kernel
+ * drop fds with MSG_CTRUNC: they arrive, and the ones beyond maxFds are closed here.
+ */
+#define RECV_FDS_MAX 253
+#ifndef SCM_PIDFD
+#define SCM_PIDFD 0x04 /* Linux 6.5: carries a pidfd, only under SO_PASSPIDFD (never set here) */
+#endif
+
+/* A Uint8Array (or Buffer) argument: the address of its first byte and its length. */
+static bool arg_bytes(napi_env env, napi_value value, const char *name, uint8_t **data, size_t *length)
+{
+  bool is_typed = false;
+  napi_typedarray_type type;
+  napi_value backing;
+  size_t offset;
+  void *first = NULL;
+  if (napi_is_typedarray(env, value, &is_typed) != napi_ok || !is_typed ||
+      napi_get_typedarray_info(env, value, &type, length, &first, &backing, &offset) != napi_ok ||
+      type != napi_uint8_array) {
+    throw_type(env, name, "an instance of Uint8Array", value);
+    return false;
+  }
+  *data = first; /* already advanced by byteOffset; NULL (length 0) once detached */
+  return true;
+}
+
+/* sendFds' fds: an Array of at most SEND_FDS_MAX fds. */
+static bool arg_fd_list(napi_env env, napi_value value, int fds[SEND_FDS_MAX], uint32_t *count)
+{
+  bool is_array = false;
+  if (napi_is_array(env, value, &is_array) != napi_ok || !is_array) {
+    throw_type(env, "fds", "an instance of Array", value);
+    return false;
+  }
+  if (napi_get_array_length(env, value, count) != napi_ok) {
+    fail_napi(env);
+    return false;
+  }
+  if (*count > SEND_FDS_MAX) {
+    throw_range(env, "The value of \"fds.length\" is out of range. It must be <= %d. Received %u", SEND_FDS_MAX,
+                *count);
+    return false;
+  }
+  for (uint32_t i = 0; i < *count; i++) {
+    napi_value element;
+    char name[16];
+    double d;
+    snprintf(name, sizeof name, "fds[%u]", i);
+    if (napi_get_element(env, value, i, &element) != napi_ok) {
+      fail_napi(env);
+      return false;
+    }
+    if (!arg_integer(env, element, name, 0, INT_MAX, &d))
+      return false;
+    fds[i] = (int)d;
+  }
+  return true;
+}
+
+/*
+ * unixConnect(path): socket(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC), connect, then O_NONBLOCK.
+ * Connect blocks on purpose: a unix connect completes at once (the kernel queues it on the
+ * listener) unless the listener's backlog is full, where a non-blocking one fails with EAGAIN
+ * instead of waiting for an accept. EINTR is retried: an interrupted unix connect leaves the
+ * socket unconnected, with nothing half-open. Filesystem paths only, of at most 107 bytes
+ * (sun_path holds 108 with the NUL); an abstract name would need a NUL byte, which
+ * arg_path refuses.
+ */
+static napi_value js_unix_connect(napi_env env, napi_callback_info info)
+{
+  napi_value argv[1];
+  char path[PATH_MAX];
+  struct sockaddr_un address = {.sun_family = AF_UNIX};
+  if (!get_args(env, info, 1, argv) || !arg_path_for(env, argv[0], "connect", path))
+    return NULL;
+  size_t length = strlen(path);
+  if (length == 0 || length >= sizeof address.sun_path) {
+    /* "" would name the abstract socket "\0" (a leading NUL), not a file: ENOENT as open("") */
+    throw_system(env, length == 0 ? ENOENT : ENAMETOOLONG, "connect", path);
+    return NULL;
+  }
+  memcpy(address.sun_path, path, length + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    throw_system(env, errno, "socket", NULL);
+    return NULL;
+  }
+  socklen_t address_length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + length + 1);
+  int r;
+  while ((r = connect(fd, (struct sockaddr *)&address, address_length)) != 0 && errno == EINTR)
+    ;
+  if (r != 0) {
+    int err = errno;
+    close(fd);
+    throw_system(env, err, "connect", path);
+    return NULL;
+  }
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+    int err = errno;
+    close(fd);
+    throw_system(env, err, "fcntl", NULL);
+    return NULL;
+  }
+  return make_number(env, fd);
+}
+
+/*
+ * sendFds(fd, data, fds): one sendmsg(MSG_NOSIGNAL|MSG_DONTWAIT) of `data` with one
+ * SCM_RIGHTS message holding `fds` (none if empty). Returns the bytes sent, maybe fewer than
+ * data.length: the fds went with the first of them, so the caller sends the rest without
+ * fds. EAGAIN (nothing sent, no fds either) and EPIPE (peer gone; MSG_NOSIGNAL: no SIGPIPE)
+ * are thrown like any other error: the caller decides.
+ */
+static napi_value js_send_fds(napi_env env, napi_callback_info info)
+{
+  napi_value argv[3];
+  int fd, fds[SEND_FDS_MAX];
+  uint32_t count;
+  uint8_t *data;
+  size_t length;
+  if (!get_args(env, info, 3, argv) || !arg_fd(env, argv[0], &fd) ||
+      !arg_bytes(env, argv[1], "data", &data, &length) || !arg_fd_list(env, argv[2], fds, &count))
+    return NULL;
+  if (count > 0 && length == 0) {
+    /* On a stream socket the fds ride on a byte: with none, nobody could receive them. */
+    throw_range(env, "The value of \"data.byteLength\" is out of range. It must be >= 1 when fds are passed. "
+                     "Received 0");
+    return NULL;
+  }
+  union {
+    struct cmsghdr header; /* aligns the buffer for cmsghdr */
+    char space[CMSG_SPACE(sizeof(int) * SEND_FDS_MAX)];
+  } control;
+  struct iovec iov = {.iov_base = data, .iov_len = length};
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+  if (count > 0) {
+    memset(&control, 0, sizeof control);
+    msg.msg_control = control.space;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * count);
+    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int) * count);
+    memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * count);
+  }
+  ssize_t n;
+  while ((n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT)) < 0 && errno == EINTR)
+    ;
+  if (n < 0) {
+    throw_system(env, errno, "sendmsg", NULL);
+    return NULL;
+  }
+  return make_number(env, (double)n);
+}
+
+static void close_all(const int *fds, uint32_t count)
+{
+  for (uint32_t i = 0; i < count; i++)
+    close(fds[i]);
+}
+
+/*
+ * recvFds(fd, buffer, maxFds): one recvmsg(MSG_DONTWAIT|MSG_CMSG_CLOEXEC) into buffer;
+ * returns [n, fds]: n bytes (0 at EOF, -1 when nothing is there now) and the first maxFds
+ * fds of its SCM_RIGHTS messages, in the order sent. Every other fd the kernel installed is
+ * closed before returning: those beyond maxFds, any pidfd (SCM_PIDFD), and all of them when
+ * the kernel truncated the control data (MSG_CTRUNC: it could not install every fd, e.g.
+ * EMFILE), which throws EMSGSIZE: the bytes of that read are consumed with the fds lost, so
+ * the stream is out of step and the caller should close it.
+ */
+static napi_value js_recv_fds(napi_env env, napi_callback_info info)
+{
+  napi_value argv[3];
+  int fd;
+  uint8_t *data;
+  size_t length;
+  double max_fds;
+  if (!get_args(env, info, 3, argv) || !arg_fd(env, argv[0], &fd) ||
+      !arg_bytes(env, argv[1], "buffer", &data, &length) ||
+      !arg_integer(env, argv[2], "maxFds", 0, RECV_FDS_MAX, &max_fds))
+    return NULL;
+  if (length == 0) {
+    /* A zero-length read returns 0, which would read as EOF. */
+    throw_range(env, "The value of \"buffer.byteLength\" is out of range. It must be >= 1. Received 0");
+    return NULL;
+  }
+  union {
+    struct cmsghdr header;
+    /* Every fd the kernel may attach, plus the credentials a peer could add under SO_PASSCRED. */
+    char space[CMSG_SPACE(sizeof(int) * RECV_FDS_MAX) + CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int))];
+  } control;
+  struct iovec iov = {.iov_base = data, .iov_len = length};
+  struct msghdr msg = {
+      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space, .msg_controllen = sizeof control.space};
+  ssize_t n;
+  while ((n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+    ;
+  if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+    throw_system(env, errno, "recvmsg", NULL);
+    return NULL;
+  }
+  int kept[RECV_FDS_MAX];
+  uint32_t count = 0;
+  bool truncated = n >= 0 && (msg.msg_flags & MSG_CTRUNC) != 0;
+  for (struct cmsghdr *cmsg = n >= 0 ? CMSG_FIRSTHDR(&msg) : NULL; cmsg != NULL; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+    if (cmsg->cmsg_level != SOL_SOCKET || (cmsg->cmsg_type != SCM_RIGHTS && cmsg->cmsg_type != SCM_PIDFD))
+      continue; /* SCM_CREDENTIALS, SCM_SECURITY: no fds in them */
+    size_t received = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    const unsigned char *cursor = CMSG_DATA(cmsg);
+    for (size_t i = 0; i < received; i++) {
+      int passed;
+      memcpy(&passed, cursor + i * sizeof(int), sizeof passed);
+      if (cmsg->cmsg_type == SCM_RIGHTS && !truncated && count < (uint32_t)max_fds)
+        kept[count++] = passed;
+      else
+        close(passed);
+    }
+  }
+  if (truncated) {
+    throw_system_detail(env, EMSGSIZE, "recvmsg", NULL,
+                        "control data truncated (MSG_CTRUNC), every fd received was closed");
+    return NULL;
+  }
+  napi_value result, list, value;
+  if (napi_create_array_with_length(env, 2, &result) != napi_ok ||
+      napi_create_array_with_length(env, count, &list) != napi_ok ||
+      napi_create_double(env, n < 0 ? -1 : (double)n, &value) != napi_ok ||
+      napi_set_element(env, result, 0, value) != napi_ok || napi_set_element(env, result, 1, list) != napi_ok)
+    goto fail;
+  for (uint32_t i = 0; i < count; i++) {
+    if (napi_create_int32(env, kept[i], &value) != napi_ok || napi_set_element(env, list, i, value) != napi_ok)
+      goto fail;
+  }
+  return result;
+fail:
+  close_all(kept, count); /* the caller gets an exception, not the fds: nobody else would close them */
+  return fail_napi(env);
+}
+
+/*
+ * peerCredentials(fd): getsockopt(SO_PEERCRED): [pid, uid, gid] of the process that called
+ * connect (or listen, seen from the connecting end) on the other end of this unix socket,
+ * as of that moment; the pid may since have exited or been reused.
+ */
+static napi_value js_peer_credentials(napi_env env, napi_callback_info info)
+{
+  napi_value argv[1], result, value;
+  int fd;
+  struct ucred credentials;
+  socklen_t length = sizeof credentials;
+  if (!get_args(env, info, 1, argv) || !arg_fd(env, argv[0], &fd))
+    return NULL;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) {
+    throw_system(env, errno, "getsockopt", NULL);
+    return NULL;
+  }
+  const double fields[] = {(double)credentials.pid, (double)credentials.uid, (double)credentials.gid};
+  TRY(napi_create_array_with_length(env, 3, &result));
+  for (uint32_t i = 0; i < 3; i++) {
+    TRY(napi_create_double(env, fields[i], &value));
+    TRY(napi_set_element(env, result, i, value));
+  }
+  return result;
+}
+
+/* ---------------------------------------------------------------------------------------
  * Misc
  * ------------------------------------------------------------------------------------- */
 
@@ -1777,6 +2079,10 @@ NAPI_MODULE_INIT()
       FN("eventfdWrite", js_eventfd_write),
       FN("pollStart", js_poll_start),
       FN("pollStop", js_poll_stop),
+      FN("unixConnect", js_unix_connect),
+      FN("sendFds", js_send_fds),
+      FN("recvFds", js_recv_fds),
+      FN("peerCredentials", js_peer_credentials),
       FN("uringCreate", js_uring_create),
       FN("uringArm", js_uring_arm),
       FN("uringCancel", js_uring_cancel),

@@ -3,8 +3,9 @@
  * `npm install`) and declares its typed contract. Nothing else imports the .node binary.
  *
  * The addon is a thin syscall layer: files in /dev/shm, mmap, futex, a futex waiter thread
- * that resolves into the event loop, eventfd + uv_poll, OFD byte-range locks. No ring or
- * protocol logic lives in C.
+ * that resolves into the event loop, eventfd + uv_poll, OFD byte-range locks, unix-domain
+ * sockets that pass fds (SCM_RIGHTS) and report the peer's credentials (SO_PEERCRED). No
+ * ring or protocol logic lives in C.
  *
  * Every function is synchronous and may be called from any thread that loaded the addon
  * (main thread or worker); the addon is context-aware. Errors thrown by the addon look
@@ -142,6 +143,53 @@ export interface NativeBinding {
   pollStart(fd: number, callback: () => void): PollHandle;
   /** Stop and close the watcher. Idempotent. */
   pollStop(poll: PollHandle): void;
+
+  /**
+   * socket(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC) connected to the listener at `path`, then made
+   * O_NONBLOCK; returns the fd (the caller closes it with closeFd). A unix connect completes at
+   * once, except while the listener's backlog is full: then it blocks the calling thread until
+   * the listener accepts (so never connect to a listener whose accept runs on this same thread
+   * with a full backlog). Throws system errors with `path`: ENOENT (no such file, or ''),
+   * ECONNREFUSED (a socket file nobody listens on, e.g. left by a crashed listener, and also a
+   * path that is not a socket at all), EACCES, ENAMETOOLONG (more than 107 bytes: sun_path
+   * holds 108 with its NUL). Filesystem paths only: no abstract names (a NUL byte is refused
+   * with ERR_INVALID_ARG_VALUE).
+   */
+  unixConnect(path: string): number;
+  /**
+   * One sendmsg(fd, MSG_NOSIGNAL|MSG_DONTWAIT) of `data`, with one SCM_RIGHTS message holding
+   * `fds` (at most 16; none when empty, and then `data` may be empty too). The kernel attaches
+   * the fds to the first byte sent; the sender may close its copies as soon as this returns.
+   * Returns the bytes sent, which may be fewer than data.length: the fds went with them, so
+   * the caller sends the rest without fds. Never blocks, even on a blocking fd. Every failure
+   * throws a system error with syscall 'sendmsg', expected ones included (the caller decides):
+   * EAGAIN (the peer's receive queue is full: nothing and no fd was sent), EPIPE (the peer
+   * closed; no SIGPIPE), EBADF (a bad fd, in `fd` or in `fds`), ENOTSOCK. `fd` may be the fd of
+   * a net.Socket (`socket._handle.fd`) as long as nothing else writes to it meanwhile.
+   */
+  sendFds(fd: number, data: Uint8Array, fds: number[]): number;
+  /**
+   * One recvmsg(fd, MSG_DONTWAIT|MSG_CMSG_CLOEXEC) into `buffer` (at least 1 byte): returns
+   * [bytes, fds] where bytes is the count read, 0 at EOF, or -1 when nothing can be read now
+   * (EAGAIN: wait for readability, e.g. pollStart, and call again). fds are the received
+   * descriptors in the order sent, close-on-exec, at most `maxFds` (0..253) of them; they are
+   * the caller's to close. Descriptors beyond maxFds are closed here, never leaked, and so is
+   * a pidfd (SCM_PIDFD). They arrive with the read that returns the first byte of the message
+   * that carried them; one read never returns the bytes of two messages that carried fds.
+   * If the kernel truncated the control data (MSG_CTRUNC: it could not install every fd, e.g.
+   * the process is at its RLIMIT_NOFILE), the fds that did arrive are closed and this throws a
+   * system error with code 'EMSGSIZE', syscall 'recvmsg' and a message saying so; the bytes of
+   * that read are consumed but not reported, so the stream is out of step: close it. Other errors (ECONNRESET,
+   * EBADF, ENOTSOCK, ...) throw. Never blocks. Allocates the result.
+   */
+  recvFds(fd: number, buffer: Uint8Array, maxFds: number): [bytes: number, fds: number[]];
+  /**
+   * getsockopt(fd, SO_PEERCRED) of a connected unix socket: [pid, uid, gid] of the peer as of
+   * connect() (for the accepting end: of the process that connected; for the connecting end: of
+   * the process that called listen()). Stale by nature: the pid may have exited or been reused
+   * since; compare the uid, and use the pid for messages. ENOTSOCK for an fd that is not a socket.
+   */
+  peerCredentials(fd: number): [pid: number, uid: number, gid: number];
 
   /** Does nothing: the baseline cost of crossing into C (benchmarks). */
   noop(): void;
