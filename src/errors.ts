@@ -52,6 +52,14 @@ export const ErrorCode = {
   PEER_DEAD: 'SHM_ERR_PEER_DEAD',
   /** The peer closed its end (e.g. the consumer went away while the producer sends). */
   PEER_CLOSED: 'SHM_ERR_PEER_CLOSED',
+  /** A control-plane message broke the protocol (bad length, version, tag or body). */
+  PROTOCOL: 'SHM_ERR_PROTOCOL',
+  /** The sender refused the connection (maximum consumers reached, uid not allowed, too many keys). */
+  REFUSED: 'SHM_ERR_REFUSED',
+  /** The sender evicted this consumer (its ring was full, it went silent, or it broke the protocol). */
+  EVICTED: 'SHM_ERR_EVICTED',
+  /** The connection to the sender was lost (sender exited or crashed) and no reconnect is configured or possible. */
+  DISCONNECTED: 'SHM_ERR_DISCONNECTED',
 } as const;
 
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];

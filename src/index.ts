@@ -21,6 +21,7 @@ export {
   type WaitOptions,
   type WaitStrategy,
 } from './channel/channel.js';
+export type { HistogramSnapshot } from './core/histogram.js';
 export {
   ErrorCode,
   type ErrorCodeValue,
@@ -32,5 +33,23 @@ export {
   ShmSystemError,
   ShmTimeoutError,
 } from './errors.js';
+export {
+  Consumer,
+  type ConsumerMetrics,
+  type ConsumerOptions,
+  type ConsumerState,
+  type ReconnectOptions,
+  type SubscribeSpec,
+} from './fanout/consumer.js';
+export type { KindMode } from './fanout/filter.js';
+export { decodeMessage, FanoutMessage } from './fanout/frame.js';
+export {
+  type ConsumerInfo,
+  type EvictReason,
+  type PublishInput,
+  Sender,
+  type SenderMetrics,
+  type SenderOptions,
+} from './fanout/sender.js';
 export { LAYOUT_VERSION } from './layout/segment.js';
 export { DEFAULT_DIR, FILE_PREFIX, MAX_NAME_LENGTH } from './segment/names.js';

@@ -216,58 +216,17 @@ export const Channel = {
    * delivered again).
    */
   open(name: string, options: ChannelOpenOptions = {}): ChannelReceiver {
-    const end = checkEndOptions(options);
-    const seg = Segment.open(name, Kind.CHANNEL, options);
-    try {
-      const g = readChannelParams(seg.views.dv);
-      const problems = checkChannelGeometry(g, Math.min(seg.length, seg.header.segmentLength));
-      if (seg.header.paramsLength < PARAMS_LENGTH)
-        problems.push(`paramsLength=${seg.header.paramsLength} (a channel needs ${PARAMS_LENGTH})`);
-      if (seg.header.segmentLength < g.segmentLength)
-        problems.push(`segmentLength=${seg.header.segmentLength} (the rings end at ${g.segmentLength})`);
-      if (problems.length > 0)
-        throw new ShmSegmentError(
-          ErrorCode.CORRUPT,
-          `channel ${JSON.stringify(name)} has corrupt parameters: ${problems.join('; ')}`,
-          {
-            details: { name, problems },
-          },
-        );
-      const expect = options.expect;
-      if (expect) {
-        for (const key of ['capacity', 'maxFrame'] as const)
-          if (expect[key] !== undefined && typeof expect[key] !== 'number')
-            throw new ShmArgumentError(
-              ErrorCode.INVALID_ARGUMENT,
-              `expect.${key} must be a number, got ${typeof expect[key]}`,
-            );
-        if (expect.priorities !== undefined && typeof expect.priorities !== 'boolean')
-          throw new ShmArgumentError(ErrorCode.INVALID_ARGUMENT, `expect.priorities must be a boolean`);
-        const mismatches: string[] = [];
-        if (expect.capacity !== undefined && expect.capacity !== g.capacity)
-          mismatches.push(`capacity: expected ${expect.capacity}, segment has ${g.capacity}`);
-        if (expect.maxFrame !== undefined && expect.maxFrame !== g.maxFrame)
-          mismatches.push(`maxFrame: expected ${expect.maxFrame}, segment has ${g.maxFrame}`);
-        if (expect.priorities !== undefined && expect.priorities !== g.classCount > 1)
-          mismatches.push(`priorities: expected ${expect.priorities}, segment has ${g.classCount > 1}`);
-        if (mismatches.length > 0)
-          throw new ShmSegmentError(
-            ErrorCode.INCOMPATIBLE,
-            `channel ${JSON.stringify(name)} is incompatible: ${mismatches.join('; ')}`,
-            {
-              details: { name, mismatches },
-            },
-          );
-      }
-      if (!seg.tryAcquireRole(CONSUMER_ROLE))
-        throw new ShmSegmentError(ErrorCode.BUSY, `channel ${JSON.stringify(name)} already has a live consumer`, {
-          details: { name, consumerPid: seg.views.dv.getUint32(CONSUMER_PID_OFFSET, true) },
-        });
-      return new ChannelReceiver(seg, g, end);
-    } catch (err) {
-      seg.close();
-      throw wrapCorrupt(name, err);
-    }
+    return openReceiver(name, options);
+  },
+
+  /**
+   * open() through another path to the same file: `/proc/self/fd/N` for a segment fd
+   * received over a unix socket (the fan-out consumer). The name still decides what
+   * close() may unlink.
+   * @internal
+   */
+  openVia(name: string, via: string, options: ChannelOpenOptions = {}): ChannelReceiver {
+    return openReceiver(name, options, via);
   },
 
   /** Removes the file of channel `name` (whatever the state of its ends). True if it existed. */
@@ -287,6 +246,61 @@ export const Channel = {
     return segmentPath(name, options.dir);
   },
 };
+
+function openReceiver(name: string, options: ChannelOpenOptions, via?: string): ChannelReceiver {
+  const end = checkEndOptions(options);
+  const seg = Segment.open(name, Kind.CHANNEL, options, via);
+  try {
+    const g = readChannelParams(seg.views.dv);
+    const problems = checkChannelGeometry(g, Math.min(seg.length, seg.header.segmentLength));
+    if (seg.header.paramsLength < PARAMS_LENGTH)
+      problems.push(`paramsLength=${seg.header.paramsLength} (a channel needs ${PARAMS_LENGTH})`);
+    if (seg.header.segmentLength < g.segmentLength)
+      problems.push(`segmentLength=${seg.header.segmentLength} (the rings end at ${g.segmentLength})`);
+    if (problems.length > 0)
+      throw new ShmSegmentError(
+        ErrorCode.CORRUPT,
+        `channel ${JSON.stringify(name)} has corrupt parameters: ${problems.join('; ')}`,
+        {
+          details: { name, problems },
+        },
+      );
+    const expect = options.expect;
+    if (expect) {
+      for (const key of ['capacity', 'maxFrame'] as const)
+        if (expect[key] !== undefined && typeof expect[key] !== 'number')
+          throw new ShmArgumentError(
+            ErrorCode.INVALID_ARGUMENT,
+            `expect.${key} must be a number, got ${typeof expect[key]}`,
+          );
+      if (expect.priorities !== undefined && typeof expect.priorities !== 'boolean')
+        throw new ShmArgumentError(ErrorCode.INVALID_ARGUMENT, `expect.priorities must be a boolean`);
+      const mismatches: string[] = [];
+      if (expect.capacity !== undefined && expect.capacity !== g.capacity)
+        mismatches.push(`capacity: expected ${expect.capacity}, segment has ${g.capacity}`);
+      if (expect.maxFrame !== undefined && expect.maxFrame !== g.maxFrame)
+        mismatches.push(`maxFrame: expected ${expect.maxFrame}, segment has ${g.maxFrame}`);
+      if (expect.priorities !== undefined && expect.priorities !== g.classCount > 1)
+        mismatches.push(`priorities: expected ${expect.priorities}, segment has ${g.classCount > 1}`);
+      if (mismatches.length > 0)
+        throw new ShmSegmentError(
+          ErrorCode.INCOMPATIBLE,
+          `channel ${JSON.stringify(name)} is incompatible: ${mismatches.join('; ')}`,
+          {
+            details: { name, mismatches },
+          },
+        );
+    }
+    if (!seg.tryAcquireRole(CONSUMER_ROLE))
+      throw new ShmSegmentError(ErrorCode.BUSY, `channel ${JSON.stringify(name)} already has a live consumer`, {
+        details: { name, consumerPid: seg.views.dv.getUint32(CONSUMER_PID_OFFSET, true) },
+      });
+    return new ChannelReceiver(seg, g, end);
+  } catch (err) {
+    seg.close();
+    throw wrapCorrupt(name, err);
+  }
+}
 
 abstract class ChannelEnd {
   protected readonly i32: Int32Array;
@@ -387,6 +401,15 @@ export class ChannelSender extends ChannelEnd {
     // SYNC POINT: pairs with WaitBlock.prepare() in the receiver; the tail store precedes
     // this load of the consumer's sleeping flag.
     if (Atomics.load(this.i32, this.dataSleepingIndex) !== 0) this.dataWait.wake();
+  }
+
+  /**
+   * Wakes a parked consumer by writing `fd` (an eventfd) instead of FUTEX_WAKE: the fan-out
+   * sender hands the same eventfd to the consumer. Still only when the consumer is parked.
+   * @internal
+   */
+  useEventFd(fd: number): void {
+    this.dataWait.eventFd = fd;
   }
 
   /**
@@ -669,6 +692,15 @@ export class ChannelReceiver extends ChannelEnd implements AsyncIterable<Uint8Ar
     // SYNC POINT: pairs with WaitBlock.prepare() in the sender; the head store precedes
     // this load of the sender's sleeping flag.
     if (Atomics.load(this.i32, this.spaceSleepingIndex) !== 0) this.spaceWait.wake();
+  }
+
+  /**
+   * Parks recv() on `fd` (the eventfd the producer writes, see ChannelSender.useEventFd)
+   * instead of the futex.
+   * @internal
+   */
+  useEventFd(fd: number): void {
+    this.dataWait.eventFd = fd;
   }
 
   /** Index of the frame found by pollFrame() and its ring, or -1. */

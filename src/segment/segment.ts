@@ -174,8 +174,13 @@ export class Segment {
     return seg;
   }
 
-  /** Opens segment `name`, which must be of `kind`, and validates its header. */
-  static open(name: string, kind: number, options: SegmentOptions = {}): Segment {
+  /**
+   * Opens segment `name`, which must be of `kind`, and validates its header. `via` opens
+   * another path to the same file instead of the name's (`/proc/self/fd/N` for a file
+   * descriptor received over a socket: a new open file description, so this process's
+   * liveness locks are its own); the name's path is still the one unlinkIfCurrent() checks.
+   */
+  static open(name: string, kind: number, options: SegmentOptions = {}, via?: string): Segment {
     validateName(name);
     checkSegmentOptions(options);
     const path = segmentPath(name, options.dir);
@@ -184,7 +189,7 @@ export class Segment {
     let fd: number;
     for (;;) {
       try {
-        fd = n.openFile(path, true);
+        fd = n.openFile(via ?? path, true);
         break;
       } catch (err) {
         if ((err as { code?: string }).code === 'ENOENT' && Date.now() < deadline) {

@@ -18,7 +18,15 @@
  * else the addon's waiter thread (it parks on the same word and reports into the loop).
  */
 import { ErrorCode, ShmStateError } from '../errors.js';
-import { native, type UringHandle, WAIT_CANCELLED, WAIT_TIMED_OUT, type WaiterHandle } from '../native/binding.js';
+import {
+  native,
+  type UringHandle,
+  WAIT_CANCELLED,
+  WAIT_NOT_EQUAL,
+  WAIT_TIMED_OUT,
+  WAIT_WOKEN,
+  type WaiterHandle,
+} from '../native/binding.js';
 
 /** Parks and wakes on one wait block (`sleeping` word, then `seq` word 4 bytes later). */
 export class WaitBlock {
@@ -29,6 +37,13 @@ export class WaitBlock {
   /** undefined until the first park(); null when io_uring is not available. */
   private uring: [UringHandle, number] | null | undefined = undefined;
   private settle: ((result: number) => void) | null = null;
+  /**
+   * When >= 0, an eventfd that replaces the futex for this block (fan-out rings, whose
+   * wake-up fd is handed over a unix socket): wake() writes it, park() polls it on the loop.
+   * The sleeping flag and seq protocol are unchanged, so a waker still makes no system call
+   * while nobody sleeps. Only park() (event loop) supports it; parkSync() keeps the futex.
+   */
+  eventFd = -1;
 
   constructor(
     private readonly buffer: ArrayBuffer,
@@ -49,14 +64,19 @@ export class WaitBlock {
     // later publications skip the syscall until the parker sleeps again.
     if (Atomics.exchange(i32, this.sleepingIndex, 0) === 0) return;
     Atomics.add(i32, this.seqIndex, 1);
-    native().futexWake(this.buffer, this.seqByteOffset, 0x7fffffff);
+    this.signal();
+  }
+
+  private signal(): void {
+    if (this.eventFd >= 0) native().eventfdWrite(this.eventFd, 1);
+    else native().futexWake(this.buffer, this.seqByteOffset, 0x7fffffff);
   }
 
   /** Waker side: wakes unconditionally (close, so that a parked peer re-checks state). */
   wakeAlways(): void {
     Atomics.store(this.i32, this.sleepingIndex, 0);
     Atomics.add(this.i32, this.seqIndex, 1);
-    native().futexWake(this.buffer, this.seqByteOffset, 0x7fffffff);
+    this.signal();
   }
 
   /** Parker side, step 1: returns the seq to wait on and announces sleep. Re-check after this. */
@@ -72,9 +92,14 @@ export class WaitBlock {
     Atomics.store(this.i32, this.sleepingIndex, 0);
   }
 
-  /** Parker side, step 2 (blocking): FUTEX_WAIT on seq for at most `timeoutMs`. Returns a WAIT_* code. */
+  /**
+   * Parker side, step 2 (blocking): FUTEX_WAIT on seq for at most `timeoutMs`. Returns a
+   * WAIT_* code. With an eventFd the waker does not touch the futex, so the wait is cut to
+   * 1 ms slices (the caller re-checks between them).
+   */
   parkSync(seq: number, timeoutMs: number): number {
-    return native().futexWait(this.buffer, this.seqByteOffset, seq, timeoutMs);
+    const ms = this.eventFd >= 0 ? Math.min(timeoutMs, 1) : timeoutMs;
+    return native().futexWait(this.buffer, this.seqByteOffset, seq, ms);
   }
 
   /**
@@ -85,6 +110,7 @@ export class WaitBlock {
    */
   park(seq: number, timeoutMs: number): Promise<number> {
     if (this.settle !== null) throw new ShmStateError(ErrorCode.PENDING, 'another wait is already pending on this end');
+    if (this.eventFd >= 0) return this.parkEventFd(this.eventFd, seq, timeoutMs);
     if (this.uring === undefined) this.uring = openUring(this.buffer, this.seqByteOffset);
     return this.uring !== null ? this.parkUring(this.uring, seq, timeoutMs) : this.parkThread(seq, timeoutMs);
   }
@@ -113,6 +139,29 @@ export class WaitBlock {
     });
   }
 
+  /**
+   * Waits for the eventfd to turn readable (or `seq` to have moved already). A count left
+   * from an earlier wake-up ends the wait at once: the caller re-checks and parks again.
+   */
+  private parkEventFd(fd: number, seq: number, timeoutMs: number): Promise<number> {
+    const n = native();
+    if (Atomics.load(this.i32, this.seqIndex) !== seq) return Promise.resolve(WAIT_NOT_EQUAL);
+    return new Promise<number>((resolve) => {
+      const finish = (result: number) => {
+        clearTimeout(timer);
+        n.pollStop(poll);
+        this.settle = null;
+        resolve(result);
+      };
+      const poll = n.pollStart(fd, () => {
+        n.eventfdRead(fd);
+        finish(WAIT_WOKEN);
+      });
+      const timer = setTimeout(() => finish(WAIT_TIMED_OUT), timeoutMs);
+      this.settle = finish;
+    });
+  }
+
   private parkThread(seq: number, timeoutMs: number): Promise<number> {
     const n = native();
     if (this.waiter === null)
@@ -131,7 +180,8 @@ export class WaitBlock {
   /** Ends a pending park() early (it resolves with WAIT_CANCELLED). */
   interrupt(): void {
     if (this.settle === null) return;
-    if (this.uring) native().uringCancel(this.uring[0]);
+    if (this.eventFd >= 0) this.settle(WAIT_CANCELLED);
+    else if (this.uring) native().uringCancel(this.uring[0]);
     else if (this.waiter !== null) native().waiterCancel(this.waiter);
   }
 

@@ -20,3 +20,27 @@ test('the quick start runs as written: the consumer prints all ten messages', as
   );
   assert.equal(existsSync('/dev/shm/shmbus.quickstart'), false, 'the last end removed the file');
 });
+
+test('the fan-out example runs as written: the consumer gets only its key and the heartbeat', async () => {
+  const consumer = run(process.execPath, ['examples/fanout-consumer.mjs'], { cwd: root, timeout: 30_000 });
+  const sender = run(process.execPath, ['examples/fanout-sender.mjs'], { cwd: root, timeout: 30_000 });
+  const [c, s] = await Promise.all([consumer, sender]);
+  assert.equal(s.stdout.trim(), 'published 21 messages, delivered 11');
+  assert.deepEqual(c.stdout.trim().split('\n'), [
+    ...Array.from({ length: 10 }, (_, i) => `kind 1: BTC ${60_000 + i}`),
+    'kind 9: heartbeat',
+  ]);
+  assert.equal(existsSync('/tmp/shmbus-example.sock'), false, 'the sender removed its socket');
+});
+
+test('the Solana example runs as written: owner filter, transaction opt-in, slots always on', async () => {
+  const consumer = run(process.execPath, ['examples/solana-consumer.mjs'], { cwd: root, timeout: 30_000 });
+  const sender = run(process.execPath, ['examples/solana-sender.mjs'], { cwd: root, timeout: 30_000 });
+  const [c, s] = await Promise.all([consumer, sender]);
+  assert.equal(s.stdout.trim(), 'published 2 accounts, 1 transaction, 1 slot');
+  assert.deepEqual(c.stdout.trim().split('\n'), [
+    'account 4vJ9JU1bJJE96FWSJKvHsmmFADCg4gpZQff4P3bkLKi lamports 2039280n',
+    'transaction in slot 1000n',
+    'slot 1001n',
+  ]);
+});

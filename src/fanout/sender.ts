@@ -1,0 +1,676 @@
+/**
+ * The fan-out sender: one process publishes a stream; each local consumer gets its own SPSC
+ * ring (a Channel segment) and wake-up eventfd, handed over a unix socket with SCM_RIGHTS,
+ * and only the messages its subscriptions match.
+ *
+ * ```ts
+ * import { Sender } from 'shmbus';
+ * const sender = await Sender.listen({ path: '/tmp/feed.sock', kinds: { 9: 'always' } });
+ * sender.publish({ kind: 1, key: 'BTC-USD', payload: bytes });   // returns consumers reached
+ * sender.attach(someAsyncIterable);                              // or an EventEmitter
+ * await sender.close();
+ * ```
+ * Dispatch encodes a message once and copies it into each matching ring; it never blocks
+ * and never waits for a consumer. A consumer whose ring is full is evicted (told why, its
+ * ring closed and unlinked); the others are unaffected. Consumers that vanish (socket EOF)
+ * or go silent past `idleTimeoutMs` are removed the same way. A parked consumer is woken
+ * through its eventfd; a consumer that is not parked costs no system call.
+ *
+ * Events: 'consumer' (a consumer got its ring), 'subscribe' / 'unsubscribe' (a filter change
+ * was applied), 'evicted', 'disconnect' (each with a ConsumerInfo), 'protocolError',
+ * 'sourceError' (an attached source threw).
+ *
+ * Control protocol and frame layouts: src/layout/fanout.ts, docs/LAYOUT.md.
+ * One thread: publish() and the control plane run on the sender's event loop.
+ */
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { chmodSync, unlinkSync } from 'node:fs';
+import net from 'node:net';
+import { Channel, type ChannelSender } from '../channel/channel.js';
+import {
+  ErrorCode,
+  ShmArgumentError,
+  ShmError,
+  ShmFrameError,
+  ShmSegmentError,
+  ShmStateError,
+  ShmSystemError,
+} from '../errors.js';
+import { MAX_CAPACITY, MIN_CAPACITY } from '../layout/channel.js';
+import { MAX_CONTROL_FRAME, MAX_KEY_LENGTH, Tag } from '../layout/fanout.js';
+import { native } from '../native/binding.js';
+import { segmentDir } from '../segment/names.js';
+import {
+  ControlReader,
+  ControlSplitter,
+  ControlWriter,
+  decodeFilterRequest,
+  protocolError,
+  tagName,
+} from './control.js';
+import { type KindMode, MessageKey, SubscriptionFilter } from './filter.js';
+import { FrameEncoder } from './frame.js';
+
+export interface SenderOptions {
+  /** Path of the unix control socket (at most 107 bytes). A stale socket file is replaced; a live one is refused. */
+  path: string;
+  /** File mode of the socket (default 0o600: the owner's processes only). */
+  socketMode?: number;
+  /** If set, only peers whose uid (SO_PEERCRED) is listed may connect. */
+  allowUids?: readonly number[];
+  /** Consumers served at once (default 16); the next one is refused with SHM_ERR_REFUSED. */
+  maxConsumers?: number;
+  /** Ring bytes per consumer, a power of two (default 32 MiB; a frame may use half). */
+  capacity?: number;
+  /** A consumer that sends nothing (its library pings at a third of this) for this long is evicted (default 30000; 0 = never). */
+  idleTimeoutMs?: number;
+  /** Delivery mode per kind (0..255): 'filtered' (default: key or group subscribed), 'opt-in', 'always'. */
+  kinds?: Readonly<Record<number, KindMode>>;
+  /** Directory of the ring segments (default $SHMBUS_DIR, else /dev/shm). */
+  dir?: string;
+  /** Keys + groups one consumer may subscribe (default 1,000,000). */
+  maxKeysPerConsumer?: number;
+  /** Largest control frame accepted (default 16 MiB). */
+  maxControlFrame?: number;
+  /** LZ4 for payloads >= 500 KiB that compress (default true). */
+  compress?: boolean;
+  /** How long a new connection has to say HELLO (default 5000 ms). */
+  handshakeTimeoutMs?: number;
+}
+
+/** What publish() takes. Strings are UTF-8 encoded. */
+export interface PublishInput {
+  kind: number;
+  key?: Uint8Array | string | null;
+  group?: Uint8Array | string | null;
+  payload: Uint8Array;
+}
+
+export type EvictReason = 'ring-full' | 'idle' | 'protocol' | 'too-many-keys';
+
+export interface ConsumerInfo {
+  id: number;
+  pid: number;
+  uid: number;
+  name: string;
+  ring: string;
+  delivered: number;
+  bytes: number;
+  /** Ring fill 0..1 as last published by the consumer. */
+  ringFill: number;
+  keys: number;
+  groups: number;
+  kinds: number[];
+  bloomBits: number;
+  bloomRejects: number;
+}
+
+export interface SenderMetrics {
+  consumers: number;
+  published: number;
+  /** Copies into rings (one message to three consumers counts three). */
+  dispatched: number;
+  dispatchedBytes: number;
+  /** Messages that matched no consumer. */
+  unmatched: number;
+  evictions: Record<EvictReason, number>;
+  refused: number;
+  disconnects: number;
+  compressedFrames: number;
+  /** Raw bytes / wire bytes over the compressed frames (1 when none). */
+  compressionRatio: number;
+  perConsumer: ConsumerInfo[];
+}
+
+const utf8 = new TextEncoder();
+const SOCKET_PATH_MAX = 107;
+
+function toBytes(v: Uint8Array | string | null | undefined, what: string): Uint8Array | null {
+  if (v === null || v === undefined) return null;
+  const b = typeof v === 'string' ? utf8.encode(v) : v;
+  if (!(b instanceof Uint8Array))
+    throw new ShmArgumentError(ErrorCode.INVALID_ARGUMENT, `${what} must be a Uint8Array or a string`);
+  if (b.length > MAX_KEY_LENGTH)
+    throw new ShmArgumentError(ErrorCode.INVALID_ARGUMENT, `${what} of ${b.length} bytes (at most ${MAX_KEY_LENGTH})`);
+  return b;
+}
+
+type ConnState = 'handshake' | 'ready' | 'gone';
+
+class Connection {
+  state: ConnState = 'handshake';
+  readonly filter = new SubscriptionFilter();
+  ring: ChannelSender | null = null;
+  eventFd = -1;
+  name = '';
+  lastSeen = Date.now();
+  delivered = 0;
+  bytes = 0;
+  constructor(
+    readonly id: number,
+    readonly socket: net.Socket,
+    readonly fd: number,
+    readonly pid: number,
+    readonly uid: number,
+    readonly splitter: ControlSplitter,
+  ) {}
+}
+
+export class Sender extends EventEmitter {
+  private readonly server: net.Server;
+  private readonly options: Required<Omit<SenderOptions, 'allowUids' | 'kinds' | 'dir'>> & {
+    allowUids: readonly number[] | null;
+    dir: string | undefined;
+  };
+  private readonly modes: KindMode[] = new Array(256).fill('filtered');
+  private readonly connections = new Set<Connection>();
+  /** Connections in the ready state, in connection order (the dispatch list). */
+  private live: Connection[] = [];
+  private nextId = 1;
+  private closed = false;
+  private idleTimer: NodeJS.Timeout | null = null;
+  private readonly encoder: FrameEncoder;
+  private readonly key = new MessageKey();
+  private readonly maxFrame: number;
+  private readonly counters = {
+    published: 0,
+    dispatched: 0,
+    dispatchedBytes: 0,
+    unmatched: 0,
+    refused: 0,
+    disconnects: 0,
+    evictions: { 'ring-full': 0, idle: 0, protocol: 0, 'too-many-keys': 0 } as Record<EvictReason, number>,
+  };
+
+  private constructor(server: net.Server, options: SenderOptions) {
+    super();
+    this.server = server;
+    this.options = {
+      path: options.path,
+      socketMode: options.socketMode ?? 0o600,
+      allowUids: options.allowUids ?? null,
+      maxConsumers: options.maxConsumers ?? 16,
+      capacity: options.capacity ?? 32 * 1024 * 1024,
+      idleTimeoutMs: options.idleTimeoutMs ?? 30_000,
+      dir: options.dir,
+      maxKeysPerConsumer: options.maxKeysPerConsumer ?? 1_000_000,
+      maxControlFrame: options.maxControlFrame ?? MAX_CONTROL_FRAME,
+      compress: options.compress ?? true,
+      handshakeTimeoutMs: options.handshakeTimeoutMs ?? 5000,
+    };
+    for (const [kind, mode] of Object.entries(options.kinds ?? {})) this.modes[Number(kind)] = mode;
+    this.encoder = new FrameEncoder(this.options.compress);
+    // Channel's default maxFrame: half the ring, minus the record header.
+    this.maxFrame = this.options.capacity / 2 - 8;
+    server.on('connection', (socket) => this.accept(socket));
+    if (this.options.idleTimeoutMs > 0) {
+      this.idleTimer = setInterval(() => this.sweepIdle(), Math.max(10, this.options.idleTimeoutMs / 4));
+      this.idleTimer.unref();
+    }
+  }
+
+  /** Binds the control socket and starts accepting consumers. */
+  static async listen(options: SenderOptions): Promise<Sender> {
+    checkOptions(options);
+    const path = options.path;
+    await removeStaleSocket(path);
+    const server = net.createServer({ allowHalfOpen: false, pauseOnConnect: false });
+    const mode = options.socketMode ?? 0o600;
+    // The socket file is created by bind() with the process umask: narrow the umask around
+    // it so it never exists with wider permissions, then set the exact mode.
+    const oldMask = process.umask(0o777 & ~mode);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(path, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+    } catch (err) {
+      throw new ShmSystemError(ErrorCode.SYSTEM, `cannot listen on ${path}: ${(err as Error).message}`, {
+        cause: err,
+        details: { path },
+      });
+    } finally {
+      process.umask(oldMask);
+    }
+    chmodSync(path, mode);
+    // Make sure the ring directory exists and is usable before the first consumer comes.
+    segmentDir(options.dir);
+    return new Sender(server, options);
+  }
+
+  get path(): string {
+    return this.options.path;
+  }
+
+  /** Consumers being served now (connected and handed their ring). */
+  get consumerCount(): number {
+    return this.live.length;
+  }
+
+  /** Largest encoded frame a ring takes. */
+  get maxFrameLength(): number {
+    return this.maxFrame;
+  }
+
+  // ---------------------------------------------------------------- control plane
+
+  private accept(socket: net.Socket): void {
+    const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+    let pid = 0;
+    let uid = -1;
+    try {
+      [pid, uid] = native().peerCredentials(fd);
+    } catch {
+      socket.destroy();
+      return;
+    }
+    const conn = new Connection(this.nextId++, socket, fd, pid, uid, new ControlSplitter(this.options.maxControlFrame));
+    this.connections.add(conn);
+    socket.on('error', () => {});
+    socket.on('close', () => this.drop(conn, 'disconnect'));
+    if (this.closed) {
+      this.refuse(conn, 'closing', 'the sender is shutting down');
+      return;
+    }
+    const allow = this.options.allowUids;
+    if (allow !== null && !allow.includes(uid)) {
+      this.refuse(conn, 'uid', `uid ${uid} is not allowed to connect (allowUids: ${allow.join(', ')})`);
+      return;
+    }
+    if (this.live.length + this.pendingHandshakes() > this.options.maxConsumers) {
+      this.refuse(
+        conn,
+        'max-consumers',
+        `the sender serves at most ${this.options.maxConsumers} consumers and all are taken`,
+      );
+      return;
+    }
+    const timer = setTimeout(() => {
+      if (conn.state === 'handshake') this.refuse(conn, 'protocol', 'no HELLO within the handshake timeout');
+    }, this.options.handshakeTimeoutMs);
+    timer.unref();
+    socket.on('data', (chunk: Buffer) => {
+      if (conn.state === 'gone') return;
+      try {
+        for (const body of conn.splitter.push(chunk)) {
+          if ((conn.state as ConnState) === 'gone') return;
+          this.onFrame(conn, new ControlReader(body));
+        }
+      } catch (err) {
+        const message = err instanceof ShmError ? err.message : String(err);
+        this.emit('protocolError', { id: conn.id, pid: conn.pid, error: err });
+        if (conn.state === 'handshake') this.refuse(conn, 'protocol', message);
+        else this.evict(conn, 'protocol', message);
+      }
+    });
+  }
+
+  private pendingHandshakes(): number {
+    let n = 0;
+    for (const c of this.connections) if (c.state === 'handshake') n++;
+    return n;
+  }
+
+  private onFrame(conn: Connection, r: ControlReader): void {
+    conn.lastSeen = Date.now();
+    if (conn.state === 'handshake') {
+      if (r.tag !== Tag.HELLO) throw protocolError(`expected HELLO first, got ${tagName(r.tag)}`);
+      r.u32('flags');
+      conn.name = r.string('clientName');
+      r.end();
+      this.handshake(conn);
+      return;
+    }
+    switch (r.tag) {
+      case Tag.PING:
+        r.end();
+        return;
+      case Tag.SUBSCRIBE:
+      case Tag.UNSUBSCRIBE: {
+        const { requestId, delta } = decodeFilterRequest(r, this.options.maxKeysPerConsumer);
+        if (r.tag === Tag.SUBSCRIBE) {
+          conn.filter.add(delta);
+          if (conn.filter.size > this.options.maxKeysPerConsumer) {
+            this.evict(
+              conn,
+              'too-many-keys',
+              `subscribed ${conn.filter.size} keys + groups; the limit is ${this.options.maxKeysPerConsumer}`,
+            );
+            return;
+          }
+        } else conn.filter.remove(delta);
+        this.write(conn, new ControlWriter(Tag.ACK).u32(requestId).finish());
+        this.emit(r.tag === Tag.SUBSCRIBE ? 'subscribe' : 'unsubscribe', this.info(conn));
+        return;
+      }
+      case Tag.BYE:
+        r.end();
+        this.drop(conn, 'bye');
+        return;
+      default:
+        throw protocolError(`unexpected ${tagName(r.tag)} frame from a consumer`, { tag: r.tag });
+    }
+  }
+
+  private handshake(conn: Connection): void {
+    const n = native();
+    const ringName = `fanout-${process.pid}-${conn.id}-${randomBytes(4).toString('hex')}`;
+    let ring: ChannelSender | null = null;
+    let eventFd = -1;
+    let passFd = -1;
+    try {
+      ring = Channel.create(ringName, { capacity: this.options.capacity, mode: 0o600, dir: this.options.dir });
+      eventFd = n.eventfdCreate(0, false);
+      ring.useEventFd(eventFd);
+      // A fresh open file description to hand over (the receiver re-opens it again through
+      // /proc/self/fd, so its liveness locks are its own).
+      passFd = n.openFile(Channel.pathOf(ringName, { dir: this.options.dir }), true);
+      const ready = new ControlWriter(Tag.READY)
+        .u32(conn.id)
+        .u32(this.options.idleTimeoutMs)
+        .u32(this.options.capacity)
+        .string(ringName)
+        .string(segmentDir(this.options.dir))
+        .finish();
+      const sent = n.sendFds(conn.fd, ready, [passFd, eventFd]);
+      if (sent !== ready.length) throw new Error(`READY was cut short (${sent} of ${ready.length} bytes)`);
+    } catch (err) {
+      if (passFd >= 0) n.closeFd(passFd);
+      ring?.close();
+      if (ring !== null) Channel.remove(ringName, { dir: this.options.dir });
+      if (eventFd >= 0) n.closeFd(eventFd);
+      this.refuse(conn, 'internal', `could not set up the consumer's ring: ${(err as Error).message}`);
+      return;
+    }
+    n.closeFd(passFd);
+    conn.ring = ring;
+    conn.eventFd = eventFd;
+    conn.state = 'ready';
+    this.live = [...this.live, conn];
+    this.emit('consumer', this.info(conn));
+  }
+
+  private write(conn: Connection, frame: Uint8Array): void {
+    if (conn.state === 'gone' || conn.socket.destroyed) return;
+    conn.socket.write(frame);
+  }
+
+  /** Tells a connection that never became a consumer why, then closes it. */
+  private refuse(conn: Connection, reason: string, message: string): void {
+    if (conn.state === 'gone') return;
+    this.counters.refused++;
+    const frame = new ControlWriter(Tag.REFUSED).string(reason).string(message).finish();
+    conn.socket.end(frame);
+    this.release(conn);
+    conn.socket.destroySoon();
+  }
+
+  /** Removes a consumer with an explicit EVICTED notice (frames already in its ring stay readable). */
+  private evict(conn: Connection, reason: EvictReason, message: string): void {
+    if (conn.state === 'gone') return;
+    const wasReady = conn.state === 'ready';
+    this.counters.evictions[reason]++;
+    const info = this.info(conn);
+    const frame = new ControlWriter(Tag.EVICTED).string(reason).string(message).finish();
+    if (!conn.socket.destroyed) conn.socket.end(frame);
+    this.release(conn);
+    conn.socket.destroySoon();
+    if (wasReady) this.emit('evicted', { ...info, reason, message });
+  }
+
+  /** The connection ended (EOF, error, BYE). */
+  private drop(conn: Connection, why: 'disconnect' | 'bye'): void {
+    if (conn.state === 'gone') {
+      this.connections.delete(conn);
+      return;
+    }
+    const wasReady = conn.state === 'ready';
+    const info = wasReady ? this.info(conn) : null;
+    this.release(conn);
+    this.connections.delete(conn);
+    if (why === 'bye') conn.socket.end();
+    if (wasReady) {
+      this.counters.disconnects++;
+      this.emit('disconnect', info);
+    }
+  }
+
+  /** Closes and unlinks the ring, closes the eventfd; the connection is gone from dispatch. */
+  private release(conn: Connection): void {
+    if (conn.state === 'gone') return;
+    conn.state = 'gone';
+    if (this.live.includes(conn)) this.live = this.live.filter((c) => c !== conn);
+    const ring = conn.ring;
+    conn.ring = null;
+    if (ring !== null) {
+      const name = ring.name;
+      ring.close(); // marks the stream ended and wakes a parked consumer through the eventfd
+      Channel.remove(name, { dir: this.options.dir });
+    }
+    if (conn.eventFd >= 0) native().closeFd(conn.eventFd);
+    conn.eventFd = -1;
+  }
+
+  private sweepIdle(): void {
+    const limit = this.options.idleTimeoutMs;
+    const now = Date.now();
+    for (const conn of this.live)
+      if (now - conn.lastSeen > limit)
+        this.evict(conn, 'idle', `no message from the consumer for ${now - conn.lastSeen} ms`);
+  }
+
+  // ---------------------------------------------------------------- data plane
+
+  /**
+   * Encodes the message once and copies it into every matching consumer's ring. Returns how
+   * many consumers it reached. Never blocks: a consumer whose ring is full is evicted.
+   * Throws SHM_ERR_TOO_LARGE if the encoded frame exceeds what a ring takes.
+   */
+  publish(message: PublishInput): number {
+    const kind = message.kind;
+    if (!Number.isInteger(kind) || kind < 0 || kind > 255)
+      throw new ShmArgumentError(ErrorCode.INVALID_ARGUMENT, `kind must be an integer in 0..255, got ${kind}`);
+    if (!(message.payload instanceof Uint8Array))
+      throw new ShmArgumentError(ErrorCode.INVALID_ARGUMENT, 'payload must be a Uint8Array');
+    const key = toBytes(message.key, 'key');
+    const group = toBytes(message.group, 'group');
+    // Nobody to deliver to: skip the encoding (and compression) entirely.
+    if (this.live.length === 0) {
+      this.counters.published++;
+      this.counters.unmatched++;
+      return 0;
+    }
+    const frame = this.encoder.encode(kind, key, group, message.payload);
+    return this.dispatch(kind, key, group, frame);
+  }
+
+  /**
+   * Dispatches an already encoded frame (e.g. a Solana wire-v9 frame) under `kind`, `key`
+   * and `group` for filtering. The frame is copied; the caller keeps it.
+   */
+  publishFrame(kind: number, key: Uint8Array | null, group: Uint8Array | null, frame: Uint8Array): number {
+    return this.dispatch(kind, key, group, frame);
+  }
+
+  private dispatch(kind: number, key: Uint8Array | null, group: Uint8Array | null, frame: Uint8Array): number {
+    if (this.closed) throw new ShmStateError(ErrorCode.CLOSED, 'the sender is closed');
+    if (frame.length > this.maxFrame)
+      throw new ShmFrameError(
+        ErrorCode.TOO_LARGE,
+        `encoded message of ${frame.length} bytes is larger than a consumer ring takes (${this.maxFrame}; raise capacity)`,
+        { details: { length: frame.length, maxFrame: this.maxFrame } },
+      );
+    this.counters.published++;
+    const mode = this.modes[kind];
+    const mk = this.key;
+    mk.set(key, group);
+    const live = this.live;
+    let delivered = 0;
+    let full: Connection[] | null = null;
+    for (let i = 0; i < live.length; i++) {
+      const conn = live[i];
+      if (!conn.filter.matches(mode, kind, mk)) continue;
+      if ((conn.ring as ChannelSender).trySend(frame)) {
+        conn.delivered++;
+        conn.bytes += frame.length;
+        delivered++;
+      } else {
+        full ??= [];
+        full.push(conn);
+      }
+    }
+    if (full !== null)
+      for (const conn of full)
+        this.evict(conn, 'ring-full', `the consumer's ring (${this.options.capacity} bytes) was full: it fell behind`);
+    this.counters.dispatched += delivered;
+    this.counters.dispatchedBytes += delivered * frame.length;
+    if (delivered === 0) this.counters.unmatched++;
+    return delivered;
+  }
+
+  /**
+   * Publishes everything `source` yields (an async iterable of PublishInput) or emits (an
+   * EventEmitter's `event`, default 'message'). Returns a function that detaches it. Errors
+   * of an async source end it and are emitted as 'sourceError'.
+   */
+  attach(source: AsyncIterable<PublishInput> | EventEmitter, event = 'message'): () => void {
+    if (source instanceof EventEmitter) {
+      const listener = (m: PublishInput) => {
+        if (!this.closed) this.publish(m);
+      };
+      source.on(event, listener);
+      return () => source.off(event, listener);
+    }
+    if (source === null || typeof (source as AsyncIterable<PublishInput>)[Symbol.asyncIterator] !== 'function')
+      throw new ShmArgumentError(ErrorCode.INVALID_ARGUMENT, 'attach() takes an async iterable or an EventEmitter');
+    let detached = false;
+    (async () => {
+      try {
+        for await (const m of source) {
+          if (detached || this.closed) break;
+          this.publish(m);
+        }
+      } catch (err) {
+        this.emit('sourceError', err);
+      }
+    })();
+    return () => {
+      detached = true;
+    };
+  }
+
+  private info(conn: Connection): ConsumerInfo {
+    let ringFill = 0;
+    try {
+      ringFill = conn.ring?.backpressure() ?? 0;
+    } catch {}
+    return {
+      id: conn.id,
+      pid: conn.pid,
+      uid: conn.uid,
+      name: conn.name,
+      ring: conn.ring?.name ?? '',
+      delivered: conn.delivered,
+      bytes: conn.bytes,
+      ringFill,
+      keys: conn.filter.keys.size,
+      groups: conn.filter.groups.size,
+      kinds: [...conn.filter.kinds],
+      bloomBits: conn.filter.bloomBits,
+      bloomRejects: conn.filter.bloomRejects,
+    };
+  }
+
+  /** The consumers being served now. */
+  consumers(): ConsumerInfo[] {
+    return this.live.map((c) => this.info(c));
+  }
+
+  metrics(): SenderMetrics {
+    const e = this.encoder;
+    return {
+      consumers: this.live.length,
+      published: this.counters.published,
+      dispatched: this.counters.dispatched,
+      dispatchedBytes: this.counters.dispatchedBytes,
+      unmatched: this.counters.unmatched,
+      evictions: { ...this.counters.evictions },
+      refused: this.counters.refused,
+      disconnects: this.counters.disconnects,
+      compressedFrames: e.compressedFrames,
+      compressionRatio: e.compressedWireBytes === 0 ? 1 : e.compressedRawBytes / e.compressedWireBytes,
+      perConsumer: this.consumers(),
+    };
+  }
+
+  /** Tells every consumer the sender is closing, removes their rings and the socket file. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.idleTimer !== null) clearInterval(this.idleTimer);
+    const closing = new ControlWriter(Tag.CLOSING).finish();
+    for (const conn of [...this.connections]) {
+      if (conn.state !== 'gone' && !conn.socket.destroyed) conn.socket.end(closing);
+      this.release(conn);
+      conn.socket.destroySoon();
+    }
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    try {
+      unlinkSync(this.options.path);
+    } catch {}
+  }
+}
+
+function checkOptions(o: SenderOptions): void {
+  const bad = (message: string) => new ShmArgumentError(ErrorCode.INVALID_ARGUMENT, message);
+  if (typeof o?.path !== 'string' || o.path.length === 0) throw bad('path (the control socket) is required');
+  if (Buffer.byteLength(o.path) > SOCKET_PATH_MAX)
+    throw bad(
+      `socket path of ${Buffer.byteLength(o.path)} bytes is longer than the ${SOCKET_PATH_MAX} unix sockets allow`,
+    );
+  const cap = o.capacity;
+  if (
+    cap !== undefined &&
+    (!Number.isInteger(cap) || cap < MIN_CAPACITY || cap > MAX_CAPACITY || (cap & (cap - 1)) !== 0)
+  )
+    throw bad(`capacity must be a power of two in ${MIN_CAPACITY}..${MAX_CAPACITY}, got ${cap}`);
+  for (const key of ['maxConsumers', 'maxKeysPerConsumer', 'maxControlFrame'] as const) {
+    const v = o[key];
+    if (v !== undefined && (!Number.isInteger(v) || v < 1)) throw bad(`${key} must be an integer >= 1, got ${v}`);
+  }
+  for (const key of ['idleTimeoutMs', 'handshakeTimeoutMs'] as const) {
+    const v = o[key];
+    if (v !== undefined && !(v >= 0)) throw bad(`${key} must be a number >= 0, got ${v}`);
+  }
+  for (const [kind, mode] of Object.entries(o.kinds ?? {})) {
+    const k = Number(kind);
+    if (!Number.isInteger(k) || k < 0 || k > 255) throw bad(`kinds: ${kind} is not a kind in 0..255`);
+    if (mode !== 'filtered' && mode !== 'opt-in' && mode !== 'always')
+      throw bad(`kinds[${kind}] must be 'filtered', 'opt-in' or 'always', got ${String(mode)}`);
+  }
+  if (o.allowUids !== undefined && (!Array.isArray(o.allowUids) || !o.allowUids.every((u) => Number.isInteger(u))))
+    throw bad('allowUids must be an array of integer uids');
+}
+
+/** Removes a socket file nobody listens on; refuses (SHM_ERR_EXISTS) one that a live sender serves. */
+async function removeStaleSocket(path: string): Promise<void> {
+  const st = native().stat(path);
+  if (st === null) return;
+  const alive = await new Promise<boolean>((resolve) => {
+    const probe = net.connect(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (alive)
+    throw new ShmSegmentError(ErrorCode.EXISTS, `a sender is already listening on ${path}`, { details: { path } });
+  try {
+    unlinkSync(path);
+  } catch {}
+}
