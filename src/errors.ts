@@ -54,7 +54,7 @@ export const ErrorCode = {
   PEER_CLOSED: 'SHM_ERR_PEER_CLOSED',
   /** A control-plane message broke the protocol (bad length, version, tag or body). */
   PROTOCOL: 'SHM_ERR_PROTOCOL',
-  /** The sender refused the connection (maximum consumers reached, uid not allowed, too many keys). */
+  /** The sender refused the connection (maximum consumers reached, uid not allowed, shutting down). */
   REFUSED: 'SHM_ERR_REFUSED',
   /** The sender evicted this consumer (its ring was full, it went silent, or it broke the protocol). */
   EVICTED: 'SHM_ERR_EVICTED',

@@ -288,7 +288,13 @@ export class Consumer<T = FanoutMessage> extends EventEmitter implements AsyncIt
       throw new ShmArgumentError(ErrorCode.INVALID_ARGUMENT, 'path (the sender socket) is required');
     const sut = new Consumer<T>(path, options);
     if (options.subscribe) sut.mirror(toDelta(options.subscribe), true);
-    await sut.open();
+    try {
+      await sut.open();
+    } catch (err) {
+      // Turned down after the handshake (e.g. too many keys): release the ring, eventfd and socket.
+      await sut.close();
+      throw err;
+    }
     return sut;
   }
 
@@ -310,6 +316,13 @@ export class Consumer<T = FanoutMessage> extends EventEmitter implements AsyncIt
       o.maxControlFrame ?? MAX_CONTROL_FRAME,
     );
     const n = native();
+    if (this.terminal !== null) {
+      // close() was called while the handshake was in flight: do not come back to life.
+      n.closeFd(ready.ringFd);
+      n.closeFd(ready.eventFd);
+      n.closeFd(ready.fd);
+      throw new ShmStateError(ErrorCode.CLOSED, 'the consumer was closed while connecting');
+    }
     let rx: ChannelReceiver;
     try {
       rx = Channel.openVia(ready.ringName, `/proc/self/fd/${ready.ringFd}`, {
@@ -411,19 +424,24 @@ export class Consumer<T = FanoutMessage> extends EventEmitter implements AsyncIt
         details: { path: this.path },
       },
     );
+    const evicted =
+      verdict !== null && verdict.tag !== Tag.CLOSING
+        ? new ShmStateError(ErrorCode.EVICTED, `evicted by the fan-out sender: ${verdict.message}`, {
+            details: { path: this.path, reason: verdict.reason },
+          })
+        : null;
+    // Pending subscribe/unsubscribe calls learn why (e.g. too-many-keys), not just that the link went.
     for (const p of link.pending.values()) {
       clearTimeout(p.timer);
-      p.reject(lost);
+      p.reject(evicted ?? lost);
     }
     link.pending.clear();
     if (this.terminal !== null) {
       this.notify();
       return;
     }
-    if (verdict !== null && verdict.tag !== Tag.CLOSING) {
-      const err = new ShmStateError(ErrorCode.EVICTED, `evicted by the fan-out sender: ${verdict.message}`, {
-        details: { path: this.path, reason: verdict.reason },
-      });
+    if (evicted !== null) {
+      const err = evicted;
       this.terminal = err;
       this.stateName = 'evicted';
       this.notify();
@@ -452,6 +470,7 @@ export class Consumer<T = FanoutMessage> extends EventEmitter implements AsyncIt
       if (this.terminal !== null) return;
       try {
         await this.open();
+        if (this.terminal !== null) return;
         this.counts.reconnects++;
         this.emit('reconnected', { consumerId: this.consumerIdValue, attempts: attempt });
         return;

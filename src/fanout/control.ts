@@ -155,6 +155,11 @@ export class ControlReader {
     }
   }
 
+  /** Bytes not read yet. */
+  get remaining(): number {
+    return this.body.length - this.at;
+  }
+
   /** Throws unless every byte was consumed (trailing garbage is a protocol error). */
   end(): void {
     if (this.at !== this.body.length)
@@ -188,6 +193,10 @@ export function decodeFilterRequest(r: ControlReader, maxItems: number): { reque
   for (let i = 0; i < kindCount; i++) kinds.push(r.u8('kind'));
   const list = (what: string): Uint8Array[] => {
     const count = r.u32(`${what}Count`);
+    // Each item takes at least 3 bytes (u16 length + 1): a larger count is a lie, refused
+    // before anything is allocated for it.
+    if (count * 3 > r.remaining)
+      throw protocolError(`${tagName(r.tag)} frame lists ${count} ${what}s in ${r.remaining} bytes`);
     if (count > maxItems)
       throw protocolError(`${tagName(r.tag)} frame lists ${count} ${what}s; the limit is ${maxItems}`, {
         count,

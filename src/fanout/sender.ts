@@ -331,7 +331,9 @@ export class Sender extends EventEmitter {
         return;
       case Tag.SUBSCRIBE:
       case Tag.UNSUBSCRIBE: {
-        const { requestId, delta } = decodeFilterRequest(r, this.options.maxKeysPerConsumer);
+        // The per-consumer limit is checked after the merge (an eviction with its reason);
+        // the frame itself is bounded by maxControlFrame.
+        const { requestId, delta } = decodeFilterRequest(r, Number.MAX_SAFE_INTEGER);
         if (r.tag === Tag.SUBSCRIBE) {
           conn.filter.add(delta);
           if (conn.filter.size > this.options.maxKeysPerConsumer) {
@@ -514,7 +516,14 @@ export class Sender extends EventEmitter {
     for (let i = 0; i < live.length; i++) {
       const conn = live[i];
       if (!conn.filter.matches(mode, kind, mk)) continue;
-      if ((conn.ring as ChannelSender).trySend(frame)) {
+      let sent: boolean;
+      try {
+        sent = (conn.ring as ChannelSender).trySend(frame);
+      } catch {
+        // The consumer closed its end (SHM_ERR_PEER_CLOSED on a full ring): it is leaving.
+        sent = false;
+      }
+      if (sent) {
         conn.delivered++;
         conn.bytes += frame.length;
         delivered++;
