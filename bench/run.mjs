@@ -5,7 +5,8 @@
  *
  *   node bench/run.mjs [--quick] [--json] [--runs N] [--filter REGEX]
  *
- * --quick     smaller counts (under a minute); numbers are for smoke tests, not for quoting
+ * --quick     smaller counts (under a minute), and without the cases marked `skipQuick`; numbers
+ *             are for smoke tests, not for quoting
  * --json      one JSON object on stdout: { machine, results: [{ id, unit, value, p99?, p999?, baseline?, ratio? }], targets }
  * --runs N    run every case N times and report the median of each figure (default 1)
  * --filter R  only cases whose id matches R (baselines of a filtered run may be missing)
@@ -13,6 +14,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
+import fanout from './cases/fanout.mjs';
 import floor from './cases/floor.mjs';
 import peers from './cases/peers.mjs';
 import shmbus from './cases/shmbus.mjs';
@@ -52,6 +54,9 @@ function baselineOf(id) {
     if (impl === 'inplace') return `tput.copy.${size}`;
     return `tput.copy.${size}`;
   }
+  // fanout.shmbus.8 vs fanout.uds.8 (throughput: above 1 is shmbus ahead), fanout.shmbus.8.latency
+  // vs fanout.uds.8.latency (p50: below 1 is shmbus ahead; the p99 ratio is a target below).
+  if (kind === 'fanout' && impl === 'shmbus') return ['fanout', 'uds', ...id.split('.').slice(2)].join('.');
   return undefined;
 }
 
@@ -59,6 +64,8 @@ function baselineOf(id) {
 function targets(byId) {
   const v = (id) => byId.get(id)?.value;
   const ratio = (a, b) => (v(a) !== undefined && v(b) !== undefined ? v(a) / v(b) : undefined);
+  const p99 = (id) => byId.get(id)?.p99;
+  const p99Ratio = (a, b) => (p99(a) !== undefined && p99(b) !== undefined ? p99(a) / p99(b) : undefined);
   const list = [
     ['rtt.spin.64 p50 / rtt.floor.spin.c', ratio('rtt.spin.64', 'rtt.floor.spin.c'), 1.8, 'max'],
     ['rtt.adaptive.64 p50 / rtt.floor.spin.c', ratio('rtt.adaptive.64', 'rtt.floor.spin.c'), 2.0, 'max'],
@@ -76,6 +83,8 @@ function targets(byId) {
     ['tput.copy.1m / memcpy.1m', ratio('tput.copy.1m', 'memcpy.1m'), 0.6, 'min'],
     ['tput.copy.1m / tput.zeromq.1m', ratio('tput.copy.1m', 'tput.zeromq.1m'), 5, 'min'],
     ['idle.cpu.parked (% of a core)', v('idle.cpu.parked'), 1, 'max'],
+    ['fanout.shmbus.8 / fanout.uds.8 (delivered)', ratio('fanout.shmbus.8', 'fanout.uds.8'), 10, 'min'],
+    ['fanout.shmbus.8.latency p99 / uds p99', p99Ratio('fanout.shmbus.8.latency', 'fanout.uds.8.latency'), 1, 'max'],
   ];
   return list.map(([name, value, limit, sense]) => ({
     name,
@@ -111,7 +120,7 @@ const median = (xs) => {
 };
 
 async function main() {
-  const all = [...floor, ...peers, ...shmbus].filter((c) => filter.test(c.id));
+  const all = [...floor, ...peers, ...shmbus, ...fanout].filter((c) => filter.test(c.id) && !(quick && c.skipQuick));
   const ctx = {
     quick,
     scale: (n) => (quick ? Math.max(1, Math.ceil(n / 10)) : n),

@@ -1464,6 +1464,30 @@ static napi_value js_poll_stop(napi_env env, napi_callback_info info)
   return make_undefined(env);
 }
 
+/* pollRef(poll, ref): uv_ref/uv_unref the watcher. A watcher that stays started across
+ * many waits (no epoll_ctl per wait) is unref'd while nobody waits, so it does not keep the
+ * process alive on its own. No system call. */
+static napi_value js_poll_ref(napi_env env, napi_callback_info info)
+{
+  napi_value argv[2];
+  poll_t *p;
+  bool ref;
+  if (!get_args(env, info, 2, argv) ||
+      !arg_handle(env, argv[0], &POLL_TAG, "poll", "a PollHandle from pollStart()", (void **)&p))
+    return NULL;
+  if (napi_get_value_bool(env, argv[1], &ref) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "ref must be a boolean");
+    return NULL;
+  }
+  if (!p->closing) {
+    if (ref)
+      uv_ref((uv_handle_t *)&p->poll);
+    else
+      uv_unref((uv_handle_t *)&p->poll);
+  }
+  return make_undefined(env);
+}
+
 /* ---------------------------------------------------------------------------------------
  * Unix-domain sockets: the control plane of a fan-out sender hands each consumer its ring
  * segment fd and an eventfd (SCM_RIGHTS) and checks who is on the other end (SO_PEERCRED).
@@ -2079,6 +2103,7 @@ NAPI_MODULE_INIT()
       FN("eventfdWrite", js_eventfd_write),
       FN("pollStart", js_poll_start),
       FN("pollStop", js_poll_stop),
+      FN("pollRef", js_poll_ref),
       FN("unixConnect", js_unix_connect),
       FN("sendFds", js_send_fds),
       FN("recvFds", js_recv_fds),

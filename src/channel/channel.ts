@@ -127,7 +127,8 @@ const PRIORITY_CLASS: Record<Priority, number> = { critical: 0, high: 1, low: 2 
 const DEFAULT_PRIORITY_CLASS = 1;
 const DEFAULT_CAPACITY = 1 << 20;
 
-function checkEndOptions(o: EndOptions): Required<EndOptions> {
+/** Validates and defaults wait options (shared with the daemon/client ends). @internal */
+export function checkEndOptions(o: EndOptions): Required<EndOptions> {
   const wait = o.wait ?? 'adaptive';
   if (wait !== 'spin' && wait !== 'adaptive' && wait !== 'park')
     throw new ShmArgumentError(
@@ -146,7 +147,8 @@ function checkEndOptions(o: EndOptions): Required<EndOptions> {
   return { wait, spinIterations, livenessCheckMs };
 }
 
-function deadlineOf(options: WaitOptions | undefined): number {
+/** Absolute deadline (ms since the epoch) of a wait; Infinity without timeoutMs. @internal */
+export function deadlineOf(options: WaitOptions | undefined): number {
   const t = options?.timeoutMs;
   if (t === undefined || t === Number.POSITIVE_INFINITY) return Number.POSITIVE_INFINITY;
   if (!(t >= 0)) throw new ShmArgumentError(ErrorCode.INVALID_ARGUMENT, `timeoutMs must be >= 0, got ${t}`);
@@ -400,16 +402,31 @@ export class ChannelSender extends ChannelEnd {
   private afterPublish(): void {
     // SYNC POINT: pairs with WaitBlock.prepare() in the receiver; the tail store precedes
     // this load of the consumer's sleeping flag.
-    if (Atomics.load(this.i32, this.dataSleepingIndex) !== 0) this.dataWait.wake();
+    if (Atomics.load(this.i32, this.dataSleepingIndex) === 0) return;
+    if (!this.coalesceWakes) this.dataWait.wake();
+    else if (!this.wakeQueued) {
+      this.wakeQueued = true;
+      queueMicrotask(this.flushWake);
+    }
   }
+
+  private coalesceWakes = false;
+  private wakeQueued = false;
+  private readonly flushWake = (): void => {
+    this.wakeQueued = false;
+    if (!this.closedByUs) this.dataWait.wake();
+  };
 
   /**
    * Wakes a parked consumer by writing `fd` (an eventfd) instead of FUTEX_WAKE: the fan-out
    * sender hands the same eventfd to the consumer. Still only when the consumer is parked.
+   * With `coalesce`, the wake-up waits for the end of the current JS job (a microtask), so a
+   * burst of sends costs one wake-up and the consumer wakes to a batch.
    * @internal
    */
-  useEventFd(fd: number): void {
+  useEventFd(fd: number, coalesce = false): void {
     this.dataWait.eventFd = fd;
+    this.coalesceWakes = coalesce;
   }
 
   /**

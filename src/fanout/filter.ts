@@ -86,27 +86,79 @@ export class Bloom {
   }
 }
 
+/** Byte equality (keys are at most 1 KiB; usually 32 bytes). */
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/**
+ * An exact set of byte strings keyed by their 32-bit hash: a look-up is one Map probe on a
+ * number plus a byte comparison on a hit, with no string built per message.
+ */
+export class KeySet {
+  private readonly byHash = new Map<number, Uint8Array[]>();
+  size = 0;
+
+  add(bytes: Uint8Array, hash = hashBytes(bytes)): boolean {
+    const bucket = this.byHash.get(hash);
+    if (bucket === undefined) {
+      this.byHash.set(hash, [bytes.slice()]);
+    } else {
+      for (const k of bucket) if (sameBytes(k, bytes)) return false;
+      bucket.push(bytes.slice());
+    }
+    this.size++;
+    return true;
+  }
+
+  delete(bytes: Uint8Array, hash = hashBytes(bytes)): boolean {
+    const bucket = this.byHash.get(hash);
+    if (bucket === undefined) return false;
+    for (let i = 0; i < bucket.length; i++)
+      if (sameBytes(bucket[i], bytes)) {
+        bucket.splice(i, 1);
+        if (bucket.length === 0) this.byHash.delete(hash);
+        this.size--;
+        return true;
+      }
+    return false;
+  }
+
+  has(bytes: Uint8Array, hash: number): boolean {
+    const bucket = this.byHash.get(hash);
+    if (bucket === undefined) return false;
+    for (let i = 0; i < bucket.length; i++) if (sameBytes(bucket[i], bytes)) return true;
+    return false;
+  }
+
+  /** Every hash present (for building the Bloom filter). */
+  hashes(): IterableIterator<number> {
+    return this.byHash.keys();
+  }
+}
+
 /** A message's key and group, prepared once per message for every consumer's filter. */
 export class MessageKey {
-  key: string | null = null;
+  key: Uint8Array | null = null;
   keyHash = 0;
-  group: string | null = null;
+  group: Uint8Array | null = null;
   groupHash = 0;
 
   set(key: Uint8Array | null, group: Uint8Array | null): void {
-    this.key = key === null || key.length === 0 ? null : keyString(key);
-    this.keyHash = key === null ? 0 : hashBytes(key);
-    this.group = group === null || group.length === 0 ? null : keyString(group);
-    this.groupHash = group === null ? 0 : hashBytes(group);
+    this.key = key === null || key.length === 0 ? null : key;
+    this.keyHash = this.key === null ? 0 : hashBytes(this.key);
+    this.group = group === null || group.length === 0 ? null : group;
+    this.groupHash = this.group === null ? 0 : hashBytes(this.group);
   }
 }
 
 /** One consumer's subscriptions. */
 export class SubscriptionFilter {
-  readonly keys = new Set<string>();
-  readonly groups = new Set<string>();
+  readonly keys = new KeySet();
+  readonly groups = new KeySet();
   readonly kinds = new Set<number>();
-  private keyHashes = new Map<string, number>();
   private bloom: Bloom | null = null;
   /** Bloom pre-rejections (messages the exact sets never had to look at). */
   bloomRejects = 0;
@@ -118,33 +170,27 @@ export class SubscriptionFilter {
   /** Adds keys, groups and opt-in kinds (set union: duplicates are ignored). */
   add(delta: FilterDelta): void {
     for (const k of delta.kinds) this.kinds.add(k);
-    for (const k of delta.keys) this.insert(this.keys, k);
-    for (const g of delta.groups) this.insert(this.groups, g);
+    for (const k of delta.keys) this.keys.add(k);
+    for (const g of delta.groups) this.groups.add(g);
     this.rebuild();
   }
 
   /** Removes keys, groups and opt-in kinds (absent ones are ignored). */
   remove(delta: FilterDelta): void {
     for (const k of delta.kinds) this.kinds.delete(k);
-    for (const k of delta.keys) this.keys.delete(keyString(k));
-    for (const g of delta.groups) this.groups.delete(keyString(g));
+    for (const k of delta.keys) this.keys.delete(k);
+    for (const g of delta.groups) this.groups.delete(g);
     this.rebuild();
   }
 
-  private insert(set: Set<string>, bytes: Uint8Array): void {
-    const s = keyString(bytes);
-    set.add(s);
-    if (!this.keyHashes.has(s)) this.keyHashes.set(s, hashBytes(bytes));
-  }
-
   private rebuild(): void {
-    for (const s of this.keyHashes.keys()) if (!this.keys.has(s) && !this.groups.has(s)) this.keyHashes.delete(s);
     if (this.size <= BLOOM_THRESHOLD) {
       this.bloom = null;
       return;
     }
     const bloom = new Bloom(this.size);
-    for (const h of this.keyHashes.values()) bloom.add(h);
+    for (const h of this.keys.hashes()) bloom.add(h);
+    for (const h of this.groups.hashes()) bloom.add(h);
     this.bloom = bloom;
   }
 
@@ -155,16 +201,21 @@ export class SubscriptionFilter {
   matches(mode: KindMode, kind: number, m: MessageKey): boolean {
     if (mode === 'always') return true;
     if (mode === 'opt-in') return this.kinds.has(kind);
+    const key = m.key;
+    const group = m.group;
     const bloom = this.bloom;
     if (bloom !== null) {
-      const keyMaybe = m.key !== null && bloom.has(m.keyHash);
-      const groupMaybe = m.group !== null && bloom.has(m.groupHash);
+      const keyMaybe = key !== null && bloom.has(m.keyHash);
+      const groupMaybe = group !== null && bloom.has(m.groupHash);
       if (!keyMaybe && !groupMaybe) {
         this.bloomRejects++;
         return false;
       }
-      return (keyMaybe && this.keys.has(m.key as string)) || (groupMaybe && this.groups.has(m.group as string));
+      return (
+        (keyMaybe && this.keys.has(key as Uint8Array, m.keyHash)) ||
+        (groupMaybe && this.groups.has(group as Uint8Array, m.groupHash))
+      );
     }
-    return (m.key !== null && this.keys.has(m.key)) || (m.group !== null && this.groups.has(m.group));
+    return (key !== null && this.keys.has(key, m.keyHash)) || (group !== null && this.groups.has(group, m.groupHash));
   }
 }

@@ -367,7 +367,8 @@ export class Sender extends EventEmitter {
     try {
       ring = Channel.create(ringName, { capacity: this.options.capacity, mode: 0o600, dir: this.options.dir });
       eventFd = n.eventfdCreate(0, false);
-      ring.useEventFd(eventFd);
+      // One wake-up per publishing burst (end of the current JS job), not per message.
+      ring.useEventFd(eventFd, true);
       // A fresh open file description to hand over (the receiver re-opens it again through
       // /proc/self/fd, so its liveness locks are its own).
       passFd = n.openFile(Channel.pathOf(ringName, { dir: this.options.dir }), true);

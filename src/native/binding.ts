@@ -143,6 +143,11 @@ export interface NativeBinding {
   pollStart(fd: number, callback: () => void): PollHandle;
   /** Stop and close the watcher. Idempotent. */
   pollStop(poll: PollHandle): void;
+  /**
+   * uv_ref / uv_unref the watcher: an unref'd watcher still fires but does not keep the
+   * event loop alive on its own. For watchers kept started across many waits. No syscall.
+   */
+  pollRef(poll: PollHandle, ref: boolean): void;
 
   /**
    * socket(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC) connected to the listener at `path`, then made

@@ -20,6 +20,7 @@
 import { ErrorCode, ShmStateError } from '../errors.js';
 import {
   native,
+  type PollHandle,
   type UringHandle,
   WAIT_CANCELLED,
   WAIT_NOT_EQUAL,
@@ -115,27 +116,43 @@ export class WaitBlock {
     return this.uring !== null ? this.parkUring(this.uring, seq, timeoutMs) : this.parkThread(seq, timeoutMs);
   }
 
+  /**
+   * The loop's watcher on the uring / eventfd fd. It stays started across parks (no epoll_ctl
+   * per park, which cost more than the wake-up itself under a busy stream) and is ref'd only
+   * while a park is pending, so an idle end does not keep the process alive.
+   */
+  private fdPoll: PollHandle | null = null;
+
+  private watch(fd: number, onReadable: () => void): void {
+    const n = native();
+    if (this.fdPoll === null) this.fdPoll = n.pollStart(fd, onReadable);
+    else n.pollRef(this.fdPoll, true);
+  }
+
+  private unwatch(): void {
+    if (this.fdPoll !== null) native().pollRef(this.fdPoll, false);
+  }
+
   private parkUring(uring: [UringHandle, number], seq: number, timeoutMs: number): Promise<number> {
     const n = native();
     const [handle, fd] = uring;
     n.uringArm(handle, seq);
+    this.watch(fd, () => {
+      const result = n.uringReap(handle);
+      if (result >= 0) this.settle?.(result);
+    });
     return new Promise<number>((resolve) => {
       let timedOut = false;
-      const finish = (result: number) => {
-        clearTimeout(timer);
-        n.pollStop(poll);
-        this.settle = null;
-        resolve(timedOut && result === WAIT_CANCELLED ? WAIT_TIMED_OUT : result);
-      };
-      const poll = n.pollStart(fd, () => {
-        const result = n.uringReap(handle);
-        if (result >= 0) finish(result);
-      });
       const timer = setTimeout(() => {
         timedOut = true;
         n.uringCancel(handle);
       }, timeoutMs);
-      this.settle = finish;
+      this.settle = (result: number) => {
+        clearTimeout(timer);
+        this.unwatch();
+        this.settle = null;
+        resolve(timedOut && result === WAIT_CANCELLED ? WAIT_TIMED_OUT : result);
+      };
     });
   }
 
@@ -146,19 +163,19 @@ export class WaitBlock {
   private parkEventFd(fd: number, seq: number, timeoutMs: number): Promise<number> {
     const n = native();
     if (Atomics.load(this.i32, this.seqIndex) !== seq) return Promise.resolve(WAIT_NOT_EQUAL);
+    this.watch(fd, () => {
+      // Level-triggered: drain the counter whether or not a park is pending.
+      n.eventfdRead(fd);
+      this.settle?.(WAIT_WOKEN);
+    });
     return new Promise<number>((resolve) => {
-      const finish = (result: number) => {
+      const timer = setTimeout(() => this.settle?.(WAIT_TIMED_OUT), timeoutMs);
+      this.settle = (result: number) => {
         clearTimeout(timer);
-        n.pollStop(poll);
+        this.unwatch();
         this.settle = null;
         resolve(result);
       };
-      const poll = n.pollStart(fd, () => {
-        n.eventfdRead(fd);
-        finish(WAIT_WOKEN);
-      });
-      const timer = setTimeout(() => finish(WAIT_TIMED_OUT), timeoutMs);
-      this.settle = finish;
     });
   }
 
@@ -189,11 +206,13 @@ export class WaitBlock {
   close(): void {
     const settle = this.settle;
     this.settle = null;
-    // Settling first stops the uring poll (pollStop before the ring fd closes).
     settle?.(WAIT_CANCELLED);
     const waiter = this.waiter;
     this.waiter = null;
     if (waiter !== null) native().waiterClose(waiter);
+    // The watcher goes before the fd it watches (the ring fd, or the caller's eventfd).
+    if (this.fdPoll !== null) native().pollStop(this.fdPoll);
+    this.fdPoll = null;
     const uring = this.uring;
     this.uring = null;
     if (uring) native().uringClose(uring[0]);
