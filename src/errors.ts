@@ -54,12 +54,14 @@ export const ErrorCode = {
   PEER_CLOSED: 'SHM_ERR_PEER_CLOSED',
   /** A control-plane message broke the protocol (bad length, version, tag or body). */
   PROTOCOL: 'SHM_ERR_PROTOCOL',
-  /** The sender refused the connection (maximum consumers reached, uid not allowed, shutting down). */
+  /** Refused: a fan-out sender (maximum consumers, uid not allowed, shutting down) or a daemon with maxClients live clients. */
   REFUSED: 'SHM_ERR_REFUSED',
   /** The sender evicted this consumer (its ring was full, it went silent, or it broke the protocol). */
   EVICTED: 'SHM_ERR_EVICTED',
   /** The connection to the sender was lost (sender exited or crashed) and no reconnect is configured or possible. */
   DISCONNECTED: 'SHM_ERR_DISCONNECTED',
+  /** The daemon's handler threw while serving this request; the message is the daemon's. */
+  REMOTE: 'SHM_ERR_REMOTE',
 } as const;
 
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];

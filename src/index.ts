@@ -52,4 +52,14 @@ export {
   type SenderOptions,
 } from './fanout/sender.js';
 export { LAYOUT_VERSION } from './layout/segment.js';
+export { Client, type ClientConnectOptions, type RequestOptions } from './rpc/client.js';
+export {
+  Daemon,
+  type DaemonClientInfo,
+  type DaemonCreateOptions,
+  type DaemonStats,
+  type Handler,
+  type Reply,
+  type ServeHandle,
+} from './rpc/daemon.js';
 export { DEFAULT_DIR, FILE_PREFIX, MAX_NAME_LENGTH } from './segment/names.js';

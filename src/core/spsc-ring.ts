@@ -15,7 +15,7 @@
  * thread or process) per ring. Neither blocks nor allocates.
  */
 
-import { ErrorCode, ShmSegmentError } from '../errors.js';
+import { ErrorCode, ShmFrameError, ShmSegmentError } from '../errors.js';
 import {
   type ChannelGeometry,
   HEAD_POSITION_OFFSET,
@@ -119,19 +119,24 @@ export class RingWriter {
   /** Payload bytes of the open claim. */
   claimMax = 0;
 
+  /**
+   * `blocksBase` moves the position blocks: a segment holding several ring sets (the daemon's
+   * per-client command and response rings) lays out each set like a channel's, at an offset.
+   */
   constructor(
     views: SegmentViews,
     g: ChannelGeometry,
     readonly cls: number,
     readonly totals: Totals,
+    blocksBase = 0,
   ) {
     this.u8 = views.u8;
     this.i32 = views.i32;
     this.base = g.dataIndices[cls];
     this.length = g.ringLengths[cls];
     this.twoLength = 2 * this.length;
-    this.tailIndex = (TAIL_POSITION_OFFSET >> 2) + cls;
-    this.headIndex = (HEAD_POSITION_OFFSET >> 2) + cls;
+    this.tailIndex = ((blocksBase + TAIL_POSITION_OFFSET) >> 2) + cls;
+    this.headIndex = ((blocksBase + HEAD_POSITION_OFFSET) >> 2) + cls;
     this.publishBytes = publishBytesFor(this.length);
     this.tail = Atomics.load(this.i32, this.tailIndex);
     assertPosition(this.tail, this.twoLength, 'tailPosition', cls);
@@ -250,6 +255,8 @@ export class RingWriter {
    * length) until commit() or abort().
    */
   claim(maxLength: number): number {
+    if (this.claimOffset >= 0)
+      throw new ShmFrameError(ErrorCode.CLAIM_STATE, `ring ${this.cls}: commit() or abort() the open claim first`);
     const record = (maxLength + RECORD_HEADER_LENGTH + 7) & ~7;
     const offset = this.place(record);
     if (offset < 0) return -1;
@@ -331,19 +338,21 @@ export class RingReader {
   /** Called after each head publication (the channel wakes a producer waiting for room). */
   onPublish: (() => void) | null = null;
 
+  /** `blocksBase`: as RingWriter's. */
   constructor(
     views: SegmentViews,
     g: ChannelGeometry,
     readonly cls: number,
     readonly totals: Totals,
+    blocksBase = 0,
   ) {
     this.u8 = views.u8;
     this.i32 = views.i32;
     this.base = g.dataIndices[cls];
     this.length = g.ringLengths[cls];
     this.twoLength = 2 * this.length;
-    this.headIndex = (HEAD_POSITION_OFFSET >> 2) + cls;
-    this.tailIndex = (TAIL_POSITION_OFFSET >> 2) + cls;
+    this.headIndex = ((blocksBase + HEAD_POSITION_OFFSET) >> 2) + cls;
+    this.tailIndex = ((blocksBase + TAIL_POSITION_OFFSET) >> 2) + cls;
     this.publishBytes = publishBytesFor(this.length);
     this.head = Atomics.load(this.i32, this.headIndex);
     assertPosition(this.head, this.twoLength, 'headPosition', cls);

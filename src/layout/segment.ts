@@ -53,6 +53,7 @@ export const LAYOUT_VERSION = 1;
 /** Segment kinds. */
 export const Kind = {
   CHANNEL: 1,
+  DAEMON: 2,
 } as const;
 export type KindValue = (typeof Kind)[keyof typeof Kind];
 
@@ -60,6 +61,8 @@ export function kindName(kind: number): string {
   switch (kind) {
     case Kind.CHANNEL:
       return 'channel';
+    case Kind.DAEMON:
+      return 'daemon';
     default:
       return `unknown(${kind})`;
   }
@@ -67,7 +70,7 @@ export function kindName(kind: number): string {
 
 /** Role whose lock byte marks the creator/owner as alive. */
 export const OWNER_ROLE = 0;
-/** Highest role index any kind uses; lock bytes are 0..MAX_ROLE. */
+/** Highest role index a channel uses; a daemon uses 1 + its client slot index per client. */
 export const MAX_ROLE = 7;
 
 /** Cache-line pair: counters written by different processes live this far apart (Agrona). */

@@ -44,3 +44,16 @@ test('the Solana example runs as written: owner filter, transaction opt-in, slot
     'slot 1001n',
   ]);
 });
+
+test('the daemon example runs as written: state, request, new state', async () => {
+  const client = run(process.execPath, ['examples/client.mjs'], { cwd: root, timeout: 30_000 });
+  const daemon = run(process.execPath, ['examples/daemon.mjs'], { cwd: root, timeout: 30_000 });
+  const [c, d] = await Promise.all([client, daemon]);
+  assert.equal(d.stdout.trim(), 'daemon serving');
+  assert.deepEqual(c.stdout.trim().split('\n'), [
+    'state: {"price":100} version 1',
+    'client 1: price is now 101',
+    'state: {"price":101}',
+  ]);
+  assert.equal(existsSync('/dev/shm/shmbus.example-prices'), false, 'close() removed the segment');
+});
