@@ -17,6 +17,7 @@ import os from 'node:os';
 import fanout from './cases/fanout.mjs';
 import floor from './cases/floor.mjs';
 import peers from './cases/peers.mjs';
+import rpc from './cases/rpc.mjs';
 import shmbus from './cases/shmbus.mjs';
 
 const args = process.argv.slice(2);
@@ -54,6 +55,11 @@ function baselineOf(id) {
     if (impl === 'inplace') return `tput.copy.${size}`;
     return `tput.copy.${size}`;
   }
+  // rpc.adaptive.64 vs rpc.uds.64 (p50: below 1 is shmbus ahead), rpc.adaptive.64.rps vs
+  // rpc.uds.64.rps (round trips/s: above 1 is shmbus ahead; the adaptive one is a target below).
+  if (kind === 'rpc' && impl !== 'uds') return ['rpc', 'uds', ...id.split('.').slice(2)].join('.');
+  // Snapshot reads of the 1 MiB state (GB/s copied out) against the copy floor.
+  if (kind === 'state') return 'memcpy.1m';
   // fanout.shmbus.8 vs fanout.uds.8 (throughput: above 1 is shmbus ahead), fanout.shmbus.8.latency
   // vs fanout.uds.8.latency (p50: below 1 is shmbus ahead; the p99 ratio is a target below).
   if (kind === 'fanout' && impl === 'shmbus') return ['fanout', 'uds', ...id.split('.').slice(2)].join('.');
@@ -85,6 +91,8 @@ function targets(byId) {
     ['idle.cpu.parked (% of a core)', v('idle.cpu.parked'), 1, 'max'],
     ['fanout.shmbus.8 / fanout.uds.8 (delivered)', ratio('fanout.shmbus.8', 'fanout.uds.8'), 10, 'min'],
     ['fanout.shmbus.8.latency p99 / uds p99', p99Ratio('fanout.shmbus.8.latency', 'fanout.uds.8.latency'), 1, 'max'],
+    ['rpc round trips/s (default wait) / unix socket', ratio('rpc.adaptive.64.rps', 'rpc.uds.64.rps'), 100, 'min'],
+    ['state.read.1m / memcpy.1m', ratio('state.read.1m', 'memcpy.1m'), 0.7, 'min'],
   ];
   return list.map(([name, value, limit, sense]) => ({
     name,
@@ -120,7 +128,9 @@ const median = (xs) => {
 };
 
 async function main() {
-  const all = [...floor, ...peers, ...shmbus, ...fanout].filter((c) => filter.test(c.id) && !(quick && c.skipQuick));
+  const all = [...floor, ...peers, ...shmbus, ...fanout, ...rpc].filter(
+    (c) => filter.test(c.id) && !(quick && c.skipQuick),
+  );
   const ctx = {
     quick,
     scale: (n) => (quick ? Math.max(1, Math.ceil(n / 10)) : n),
@@ -190,7 +200,7 @@ function format(value, unit) {
       : value >= 1e3
         ? `${(value / 1e3).toFixed(1)} us`
         : `${value.toFixed(0)} ns`;
-  if (unit === 'msg/s') return `${(value / 1e6).toFixed(2)} M/s`;
+  if (unit === 'msg/s') return `${(value / 1e6).toFixed(value < 1e5 ? 3 : 2)} M/s`;
   if (unit === 'GB/s') return `${value.toFixed(2)} GB/s`;
   if (unit === '%') return `${value.toFixed(3)} %`;
   return String(value);
@@ -226,11 +236,12 @@ function table(report) {
         .trimEnd(),
     );
   lines.push('', 'targets (benchmark issue):');
+  const nameWidth = Math.max(42, ...report.targets.map((t) => t.name.length));
   for (const t of report.targets) {
     const value = t.value === undefined ? 'not measured' : t.value.toFixed(3);
     const verdict = t.met === null ? '' : t.met ? 'met' : 'NOT met';
     lines.push(
-      `  ${t.name.padEnd(42)} ${value.padStart(12)}  ${t.sense === 'max' ? '<=' : '>='} ${t.limit}  ${verdict}`,
+      `  ${t.name.padEnd(nameWidth)} ${value.padStart(12)}  ${t.sense === 'max' ? '<=' : '>='} ${t.limit}  ${verdict}`,
     );
   }
   lines.push('', `total ${report.seconds} s`);

@@ -486,8 +486,9 @@ export class Client {
       this.checkCommand(cmd);
       const cls = this.classOf(options);
       const deadline = deadlineOf(options);
-      const gone = this.daemonGone(false);
-      if (gone !== null) throw gone;
+      // Hot path: only the closed flag (one atomic load). A dead daemon is found by the
+      // liveness probe of the reply wait, within livenessCheckMs.
+      if (Atomics.load(this.seg.views.i32, DAEMON_CLOSED_OFFSET >> 2) !== 0) throw this.daemonGone(true);
       if (this.roomQueues[cls].length === 0) {
         const index = this.writers[cls].claim(FRAME_HEADER_LENGTH + cmd.length);
         // The common case stays synchronous up to the reply promise (no async wrapper).
@@ -690,8 +691,7 @@ export class Client {
     this.checkCommand(cmd);
     const cls = this.classOf(options);
     const deadline = deadlineOf(options);
-    const gone = this.daemonGone(false);
-    if (gone !== null) throw gone;
+    if (Atomics.load(this.seg.views.i32, DAEMON_CLOSED_OFFSET >> 2) !== 0) throw this.daemonGone(true);
     const need = FRAME_HEADER_LENGTH + cmd.length;
     let index = this.roomQueues.every((q) => q.length === 0) ? this.writers[cls].claim(need) : -1;
     if (index < 0) {

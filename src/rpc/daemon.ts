@@ -603,8 +603,15 @@ export class Daemon {
         continue;
       }
       streak = 0;
-      // Publish every head (frees client space) before parking.
+      // Publish every head (frees client space) before waiting.
       for (const p of this.peers) if (p !== null) for (const r of p.readers) if (r.unpublished) r.publish();
+      // A short synchronous spin first: under a request/response ping-pong the next command
+      // is usually microseconds away, and waitAsync's promise costs more than that.
+      if (this.policy.wait !== 'park') {
+        let found = false;
+        for (let i = 0; i < this.policy.spinIterations && !found; i++) found = this.anyCommand();
+        if (found) continue;
+      }
       this.sweepIfDue();
       if (this.anyCommand()) continue;
       await waitAsync(this.cmdWait, this.policy, spec, stillOpen);
