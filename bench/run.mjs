@@ -18,6 +18,7 @@ import fanout from './cases/fanout.mjs';
 import floor from './cases/floor.mjs';
 import peers from './cases/peers.mjs';
 import rpc from './cases/rpc.mjs';
+import session from './cases/session.mjs';
 import shmbus from './cases/shmbus.mjs';
 
 const args = process.argv.slice(2);
@@ -60,6 +61,8 @@ function baselineOf(id) {
   if (kind === 'rpc' && impl !== 'uds') return ['rpc', 'uds', ...id.split('.').slice(2)].join('.');
   // Snapshot reads of the 1 MiB state (GB/s copied out) against the copy floor.
   if (kind === 'state') return 'memcpy.1m';
+  // session.tput.1m vs the Channel's copy-out throughput at the same size (above 1: session ahead).
+  if (kind === 'session' && impl === 'tput') return `tput.copy.${size}`;
   // fanout.shmbus.8 vs fanout.uds.8 (throughput: above 1 is shmbus ahead), fanout.shmbus.8.latency
   // vs fanout.uds.8.latency (p50: below 1 is shmbus ahead; the p99 ratio is a target below).
   if (kind === 'fanout' && impl === 'shmbus') return ['fanout', 'uds', ...id.split('.').slice(2)].join('.');
@@ -93,6 +96,9 @@ function targets(byId) {
     ['fanout.shmbus.8.latency p99 / uds p99', p99Ratio('fanout.shmbus.8.latency', 'fanout.uds.8.latency'), 1, 'max'],
     ['rpc round trips/s (default wait) / unix socket', ratio('rpc.adaptive.64.rps', 'rpc.uds.64.rps'), 100, 'min'],
     ['state.read.1m / memcpy.1m', ratio('state.read.1m', 'memcpy.1m'), 0.7, 'min'],
+    ['session.tput.1m / tput.copy.1m (Channel)', ratio('session.tput.1m', 'tput.copy.1m'), 1.5, 'min'],
+    ['session.tput.1m / tput.uds.1m', ratio('session.tput.1m', 'tput.uds.1m'), 10, 'min'],
+    ['session.allocfree (ns)', v('session.allocfree'), 150, 'max'],
   ];
   return list.map(([name, value, limit, sense]) => ({
     name,
@@ -128,7 +134,7 @@ const median = (xs) => {
 };
 
 async function main() {
-  const all = [...floor, ...peers, ...shmbus, ...fanout, ...rpc].filter(
+  const all = [...floor, ...peers, ...shmbus, ...fanout, ...rpc, ...session].filter(
     (c) => filter.test(c.id) && !(quick && c.skipQuick),
   );
   const ctx = {

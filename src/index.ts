@@ -63,3 +63,10 @@ export {
   type ServeHandle,
 } from './rpc/daemon.js';
 export { DEFAULT_DIR, FILE_PREFIX, MAX_NAME_LENGTH } from './segment/names.js';
+export {
+  type SendOptions as SessionSendOptions,
+  Session,
+  type SessionCreateOptions,
+  SessionMessage,
+  type SessionOpenOptions,
+} from './session/session.js';

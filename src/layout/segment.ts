@@ -54,6 +54,7 @@ export const LAYOUT_VERSION = 1;
 export const Kind = {
   CHANNEL: 1,
   DAEMON: 2,
+  SESSION: 3,
 } as const;
 export type KindValue = (typeof Kind)[keyof typeof Kind];
 
@@ -63,6 +64,8 @@ export function kindName(kind: number): string {
       return 'channel';
     case Kind.DAEMON:
       return 'daemon';
+    case Kind.SESSION:
+      return 'session';
     default:
       return `unknown(${kind})`;
   }

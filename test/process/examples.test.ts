@@ -57,3 +57,15 @@ test('the daemon example runs as written: state, request, new state', async () =
   ]);
   assert.equal(existsSync('/dev/shm/shmbus.example-prices'), false, 'close() removed the segment');
 });
+
+test('the session example runs as written: three zero-copy frames and an inline reply', async () => {
+  const b = run(process.execPath, ['examples/session-b.mjs'], { cwd: root, timeout: 30_000 });
+  const a = run(process.execPath, ['examples/session-a.mjs'], { cwd: root, timeout: 30_000 });
+  const [outB, outA] = await Promise.all([b, a]);
+  assert.equal(outA.stdout.trim(), 'A got: thanks');
+  const lines = outB.stdout.trim().split('\n');
+  assert.equal(lines.length, 3);
+  for (const [i, line] of lines.entries())
+    assert.match(line, new RegExp(`^B got 1048576 bytes of ${i + 1} in slot \\d$`));
+  assert.equal(existsSync('/dev/shm/shmbus.example-frames'), false, 'A removed the segment');
+});
