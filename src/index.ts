@@ -51,6 +51,7 @@ export {
   type SenderMetrics,
   type SenderOptions,
 } from './fanout/sender.js';
+export type { SizeClass } from './layout/hub.js';
 export { LAYOUT_VERSION } from './layout/segment.js';
 export { Client, type ClientConnectOptions, type RequestOptions } from './rpc/client.js';
 export {
@@ -63,6 +64,7 @@ export {
   type ServeHandle,
 } from './rpc/daemon.js';
 export { DEFAULT_DIR, FILE_PREFIX, MAX_NAME_LENGTH } from './segment/names.js';
+export { Hub, type HubCreateOptions, HubMessage, HubPeer, type HubSendOptions } from './session/hub.js';
 export {
   type SendOptions as SessionSendOptions,
   Session,

@@ -129,6 +129,33 @@ export class Slab {
     return this.transition(slot, generation, SLOT_ALLOCATED, SLOT_IN_FLIGHT);
   }
 
+  /**
+   * ALLOCATED -> IN_FLIGHT and the owner becomes `newOwner` (the hub tags a slot with the peer
+   * it is sent to, so that peer's death frees exactly what it held). Returns a SlabStatus.
+   */
+  handOver(slot: number, generation: number, newOwner: number): number {
+    if (!Number.isInteger(slot) || slot < 0 || slot >= this.slotCount) return SlabStatus.OUT_OF_RANGE;
+    const at = this.base + STATES + slot;
+    const word = Atomics.load(this.i32, at);
+    if (word >>> 8 !== (generation & 0xffffff)) return SlabStatus.STALE;
+    if ((word & 3) !== SLOT_ALLOCATED) return SlabStatus.WRONG_STATE;
+    const next = (word & ~0xff) | ((newOwner & 63) << 2) | SLOT_IN_FLIGHT;
+    if (Atomics.compareExchange(this.i32, at, word, next) !== word) return SlabStatus.WRONG_STATE;
+    return SlabStatus.OK;
+  }
+
+  /** IN_FLIGHT -> ALLOCATED owned by `owner` again: a hand-over whose descriptor could not be published. */
+  retake(slot: number, generation: number, owner: number): number {
+    if (!Number.isInteger(slot) || slot < 0 || slot >= this.slotCount) return SlabStatus.OUT_OF_RANGE;
+    const at = this.base + STATES + slot;
+    const word = Atomics.load(this.i32, at);
+    if (word >>> 8 !== (generation & 0xffffff)) return SlabStatus.STALE;
+    if ((word & 3) !== SLOT_IN_FLIGHT) return SlabStatus.WRONG_STATE;
+    const next = (word & ~0xff) | ((owner & 63) << 2) | SLOT_ALLOCATED;
+    if (Atomics.compareExchange(this.i32, at, word, next) !== word) return SlabStatus.WRONG_STATE;
+    return SlabStatus.OK;
+  }
+
   /** IN_FLIGHT -> ALLOCATED: a send that could not publish its descriptor takes the slot back. */
   revert(slot: number, generation: number): number {
     return this.transition(slot, generation, SLOT_IN_FLIGHT, SLOT_ALLOCATED);

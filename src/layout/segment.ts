@@ -55,6 +55,7 @@ export const Kind = {
   CHANNEL: 1,
   DAEMON: 2,
   SESSION: 3,
+  HUB: 4,
 } as const;
 export type KindValue = (typeof Kind)[keyof typeof Kind];
 
@@ -66,6 +67,8 @@ export function kindName(kind: number): string {
       return 'daemon';
     case Kind.SESSION:
       return 'session';
+    case Kind.HUB:
+      return 'hub';
     default:
       return `unknown(${kind})`;
   }

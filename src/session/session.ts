@@ -50,11 +50,7 @@ import {
 } from '../layout/channel.js';
 import { Kind, OWNER_ROLE } from '../layout/segment.js';
 import {
-  DESC_CHANNEL_OFFSET,
-  DESC_FLAGS_OFFSET,
-  DESC_GENERATION_OFFSET,
   DESC_HEADER_LENGTH,
-  DESC_LENGTH_OFFSET,
   DESC_SLOT_OFFSET,
   INLINE_SLOT,
   minRingCapacity,
@@ -76,6 +72,7 @@ import {
 } from '../layout/session.js';
 import { Segment, type SegmentOptions } from '../segment/segment.js';
 import { WaitBlock, type WaitSpec, waitAsync } from '../segment/wake.js';
+import { takeDescriptor, writeDescriptor } from './descriptor.js';
 
 export interface SessionCreateOptions extends SegmentOptions, EndOptions {
   /** Descriptor ring bytes in each direction, a power of two (default 64 KiB). */
@@ -568,17 +565,7 @@ export class Session {
     inline: Uint8Array | null,
     length: number,
   ): boolean {
-    const at = this.writer.claim(DESC_HEADER_LENGTH + (inline?.length ?? 0));
-    if (at < 0) return false;
-    const dv = this.seg.views.dv;
-    dv.setUint32(at + DESC_CHANNEL_OFFSET, channel, true);
-    dv.setUint32(at + DESC_FLAGS_OFFSET, flags, true);
-    dv.setUint32(at + DESC_SLOT_OFFSET, slot, true);
-    dv.setUint32(at + DESC_GENERATION_OFFSET, generation, true);
-    dv.setUint32(at + DESC_LENGTH_OFFSET, length, true);
-    if (inline !== null && inline.length > 0) this.seg.views.u8.set(inline, at + DESC_HEADER_LENGTH);
-    this.writer.commit(DESC_HEADER_LENGTH + (inline?.length ?? 0));
-    return true;
+    return writeDescriptor(this.writer, this.seg.views, { channel, flags, slot, generation, length }, inline);
   }
 
   /**
@@ -660,35 +647,8 @@ export class Session {
       throw err;
     }
     if (n < 0) return null;
-    const at = this.reader.frameIndex;
-    const dv = this.seg.views.dv;
-    if (n < DESC_HEADER_LENGTH)
-      throw new ShmFrameError(
-        ErrorCode.CORRUPT,
-        `descriptor of ${n} bytes (shorter than its ${DESC_HEADER_LENGTH}-byte header)`,
-      );
-    const channel = dv.getUint32(at + DESC_CHANNEL_OFFSET, true);
-    const flags = dv.getUint32(at + DESC_FLAGS_OFFSET, true);
-    const slot = dv.getUint32(at + DESC_SLOT_OFFSET, true);
-    const generation = dv.getUint32(at + DESC_GENERATION_OFFSET, true);
-    const length = dv.getUint32(at + DESC_LENGTH_OFFSET, true);
-    const inlineCopy =
-      slot === INLINE_SLOT && length === n - DESC_HEADER_LENGTH
-        ? this.seg.views.u8.slice(at + DESC_HEADER_LENGTH, at + n)
-        : null;
-    // The descriptor is consumed now (its fields and inline bytes are copied): publish the
-    // head at once, so a B that crashes and is replaced neither sees it again nor leaves
-    // A unsure which slots it took.
-    this.reader.release();
-    this.reader.publish();
-    if (slot === INLINE_SLOT) {
-      if (length !== n - DESC_HEADER_LENGTH)
-        throw new ShmFrameError(
-          ErrorCode.CORRUPT,
-          `inline descriptor says ${length} bytes, carries ${n - DESC_HEADER_LENGTH}`,
-        );
-      return new SessionMessage(this, channel, flags, inlineCopy as Uint8Array, -1, 0);
-    }
+    const { channel, flags, slot, generation, length, inline } = takeDescriptor(this.reader, this.seg.views, n);
+    if (inline !== null) return new SessionMessage(this, channel, flags, inline, -1, 0);
     if (slot >= this.g.slotCount || length > this.g.slotSize)
       throw new ShmFrameError(
         ErrorCode.CORRUPT,
