@@ -13,8 +13,8 @@ let serial = 0;
 
 /**
  * The child (peer A) produces; this process (peer B) receives each message, reads it in place
- * (checks its first and last byte) and releases it. GB/s of payload from the first message
- * received to the last.
+ * (checks its first and last byte) and releases it, polling like the Channel's consumer.
+ * GB/s of payload from the first message received to the last.
  */
 async function throughput(ctx, size) {
   const name = `bench-session-${process.pid}-${++serial}`;
@@ -27,8 +27,15 @@ async function throughput(ctx, size) {
     b = Session.open(name, { wait: 'adaptive' });
     let started = 0;
     let touched = 0;
+    // Busy-polls like the Channel's throughput consumer (tput.copy.*: tryRecvInto in a loop),
+    // so both sides of the comparison wait the same way.
+    const deadline = Date.now() + 60_000;
     for (let i = 0; i < count; i++) {
-      const m = b.tryRecv() ?? (await b.recv({ timeoutMs: 30_000 }));
+      let m = b.tryRecv();
+      while (m === null) {
+        if (Date.now() > deadline) throw new Error(`timed out at message ${i}`);
+        m = b.tryRecv();
+      }
       if (i === 0) started = performance.now();
       const data = m.data;
       if (data[0] !== (i & 0xff) || data.length !== size) throw new Error(`message ${i} came wrong`);

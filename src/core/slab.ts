@@ -109,7 +109,9 @@ export class Slab {
       const h = Atomics.load(i32, head);
       const top = h & 0xffff;
       if (top === 0) return -1;
-      const next = Atomics.load(i32, this.nextBase + top - 1);
+      // A plain read: the pusher stored it before its compare-and-swap of the head, which our
+      // load of the head follows; if it changed since, our swap below fails (the tag moved).
+      const next = i32[this.nextBase + top - 1];
       const tag = ((h >>> 16) + 1) & 0xffff;
       if (Atomics.compareExchange(i32, head, h, (tag << 16) | next) !== h) continue;
       const slot = top - 1;
@@ -188,7 +190,8 @@ export class Slab {
   free(slot: number, generation: number): number {
     if (!Number.isInteger(slot) || slot < 0 || slot >= this.slotCount) return SlabStatus.OUT_OF_RANGE;
     const at = this.base + STATES + slot;
-    const word = Atomics.load(this.i32, at);
+    // A plain read is enough: the compare-and-swap below only succeeds on this exact word.
+    const word = this.i32[at];
     if (word >>> 8 !== (generation & 0xffffff)) return SlabStatus.STALE;
     const state = word & 3;
     if (state !== SLOT_ALLOCATED && state !== SLOT_IN_FLIGHT) return SlabStatus.WRONG_STATE;
@@ -214,7 +217,8 @@ export class Slab {
     const head = this.base + HEAD;
     for (;;) {
       const h = Atomics.load(i32, head);
-      Atomics.store(i32, this.nextBase + slot, h & 0xffff);
+      // Plain: the compare-and-swap that publishes the slot orders this store before it.
+      i32[this.nextBase + slot] = h & 0xffff;
       const tag = ((h >>> 16) + 1) & 0xffff;
       // SYNC POINT: pairs with the load of head in alloc(); next[slot] is stored first.
       if (Atomics.compareExchange(i32, head, h, (tag << 16) | (slot + 1)) === h) return;
