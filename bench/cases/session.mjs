@@ -5,7 +5,7 @@
  * and the cost of one slot allocation + free.
  */
 import { fileURLToPath } from 'node:url';
-import { Session } from '../../dist/src/index.js';
+import { Channel, Session } from '../../dist/src/index.js';
 import { startChild } from '../lib/child.mjs';
 
 const child = fileURLToPath(new URL('../session-child.mjs', import.meta.url));
@@ -48,6 +48,8 @@ async function throughput(ctx, size) {
   } finally {
     b?.close();
     producer.kill();
+    // The producer (peer A) is killed, not closed: remove its segment here.
+    Channel.remove(name);
   }
 }
 
