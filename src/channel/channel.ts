@@ -18,7 +18,14 @@
  * drain, close): copy them (`frame.slice()`) to keep them.
  */
 import { unlinkSync } from 'node:fs';
-import { RingCorruptError, RingReader, RingWriter, Totals } from '../core/spsc-ring.js';
+import {
+  areaReaders,
+  areaWriters,
+  RingCorruptError,
+  type RingReader,
+  type RingWriter,
+  type Totals,
+} from '../core/spsc-ring.js';
 import {
   ErrorCode,
   ShmArgumentError,
@@ -46,11 +53,7 @@ import {
   PRODUCER_CLOSED_OFFSET,
   PRODUCER_PID_OFFSET,
   PRODUCER_ROLE,
-  RECEIVED_BYTES_OFFSET,
-  RECEIVED_FRAMES_OFFSET,
   readChannelParams,
-  SENT_BYTES_OFFSET,
-  SENT_FRAMES_OFFSET,
   SEQ_OFFSET,
   SLEEPING_OFFSET,
   SPACE_WAIT_OFFSET,
@@ -386,8 +389,8 @@ export class ChannelSender extends ChannelEnd {
   constructor(seg: Segment, g: ChannelGeometry, options: Required<EndOptions>) {
     super(seg, g, options);
     const v = seg.views;
-    this.totals = new Totals(v.f64, SENT_FRAMES_OFFSET >> 3, SENT_BYTES_OFFSET >> 3);
-    this.rings = g.ringLengths.map((_, c) => new RingWriter(v, g, c, this.totals));
+    this.rings = areaWriters(v, { g, blocksBase: 0 });
+    this.totals = this.rings[0].totals;
     this.single = this.rings[0];
     this.prioritized = g.classCount > 1;
     this.maxFrame = g.maxFrame;
@@ -691,8 +694,8 @@ export class ChannelReceiver extends ChannelEnd implements AsyncIterable<Uint8Ar
     super(seg, g, options);
     const v = seg.views;
     this.u8 = v.u8;
-    this.totals = new Totals(v.f64, RECEIVED_FRAMES_OFFSET >> 3, RECEIVED_BYTES_OFFSET >> 3);
-    this.rings = g.ringLengths.map((_, c) => new RingReader(v, g, c, this.totals));
+    this.rings = areaReaders(v, { g, blocksBase: 0 });
+    this.totals = this.rings[0].totals;
     this.single = this.rings.length === 1 ? this.rings[0] : null;
     const buffer = v.buffer as ArrayBuffer;
     this.dataWait = new WaitBlock(buffer, v.i32, DATA_WAIT_OFFSET + SLEEPING_OFFSET, DATA_WAIT_OFFSET + SEQ_OFFSET);

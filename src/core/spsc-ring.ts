@@ -19,7 +19,11 @@ import { ErrorCode, ShmFrameError, ShmSegmentError } from '../errors.js';
 import {
   type ChannelGeometry,
   HEAD_POSITION_OFFSET,
+  RECEIVED_BYTES_OFFSET,
+  RECEIVED_FRAMES_OFFSET,
   RECORD_HEADER_LENGTH,
+  SENT_BYTES_OFFSET,
+  SENT_FRAMES_OFFSET,
   TAIL_POSITION_OFFSET,
   TYPE_DATA,
   TYPE_PADDING,
@@ -481,4 +485,27 @@ export class RingReader {
   fill(): number {
     return this.available(this.loadTail()) / this.length;
   }
+}
+
+/**
+ * A ring set laid out like a channel's: its blocks at `blocksBase` plus the channel offsets
+ * (0 for a channel segment; an area of a daemon, session or hub segment otherwise).
+ */
+export interface RingArea {
+  readonly g: ChannelGeometry;
+  readonly blocksBase: number;
+}
+
+/** The producer side of every class ring of `area`, sharing the producer block's totals. */
+export function areaWriters(views: SegmentViews, area: RingArea): RingWriter[] {
+  const b = area.blocksBase;
+  const totals = new Totals(views.f64, (b + SENT_FRAMES_OFFSET) >> 3, (b + SENT_BYTES_OFFSET) >> 3);
+  return area.g.ringLengths.map((_, c) => new RingWriter(views, area.g, c, totals, b));
+}
+
+/** The consumer side of every class ring of `area`, sharing the consumer block's totals. */
+export function areaReaders(views: SegmentViews, area: RingArea): RingReader[] {
+  const b = area.blocksBase;
+  const totals = new Totals(views.f64, (b + RECEIVED_FRAMES_OFFSET) >> 3, (b + RECEIVED_BYTES_OFFSET) >> 3);
+  return area.g.ringLengths.map((_, c) => new RingReader(views, area.g, c, totals, b));
 }

@@ -7,7 +7,7 @@
  *  +------+-----------------------+  segment header; parameters at 64 (u32):
  *  |header| hub parameters        |    +0 protocol (major << 16 | minor) +4 maxPeers +8 ringCapacity
  *  +------+-----------------------+    +12 inlineMax +16 classCount +20 peersOffset +24 peerLength
- *  128 HOST block: +0 pid u32 +4 closed i32         +28 segmentLength
+ *  128 HOST block: +0 pid u32 +4 closed i32 +8 joinSeq u32   +28 segmentLength
  *  256 HOST_WAIT: sleeping, seq (the host parks for messages from any peer)
  *  384 HOST_SLOT_WAIT: sleeping, seq (the host parks for a free slot)
  *  512 CLASSES: 8 x { slotSize u32, slotCount u32, slabOffset u32, slotsOffset u32 }
@@ -50,6 +50,8 @@ export const HUB_PARAMS_LENGTH = HUB_SEGMENT_LENGTH_OFFSET + 4 - PARAMS_OFFSET;
 export const HOST_BLOCK_OFFSET = HEADER_LENGTH;
 export const HOST_PID_OFFSET = HOST_BLOCK_OFFSET;
 export const HOST_CLOSED_OFFSET = HOST_PID_OFFSET + 4;
+/** Bumped by every peer after it joins: the host rescans the entries when it moves. */
+export const JOIN_SEQ_OFFSET = HOST_CLOSED_OFFSET + 4;
 export const HOST_WAIT_OFFSET = HOST_BLOCK_OFFSET + BLOCK_LENGTH;
 export const HOST_SLOT_WAIT_OFFSET = HOST_WAIT_OFFSET + BLOCK_LENGTH;
 export const CLASSES_OFFSET = HOST_SLOT_WAIT_OFFSET + BLOCK_LENGTH;

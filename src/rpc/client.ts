@@ -21,7 +21,7 @@
  * requestSync() blocks the thread (worker threads, scripts).
  */
 import { checkEndOptions, deadlineOf, type EndOptions, type Priority } from '../channel/channel.js';
-import { RingReader, RingWriter, Totals } from '../core/spsc-ring.js';
+import { areaReaders, areaWriters, type RingReader, type RingWriter } from '../core/spsc-ring.js';
 import { StateReader } from '../core/state-cells.js';
 import {
   ErrorCode,
@@ -35,10 +35,6 @@ import {
   CONSUMER_BLOCK_OFFSET,
   DATA_WAIT_OFFSET,
   PRODUCER_BLOCK_OFFSET,
-  RECEIVED_BYTES_OFFSET,
-  RECEIVED_FRAMES_OFFSET,
-  SENT_BYTES_OFFSET,
-  SENT_FRAMES_OFFSET,
   SEQ_OFFSET,
   SLEEPING_OFFSET,
   SPACE_WAIT_OFFSET,
@@ -46,7 +42,6 @@ import {
 import {
   CLAIM_SEQ_OFFSET,
   CLIENT_ROLE_BASE,
-  CMD_CLASS_SHARES,
   CMD_WAIT_OFFSET,
   checkDaemonGeometry,
   DAEMON_CLOSED_OFFSET,
@@ -143,18 +138,8 @@ export class Client {
     const v = seg.views;
     const buffer = v.buffer as ArrayBuffer;
     const { base, cmd, resp } = slotAreas(d, slot);
-    const cmdTotals = new Totals(
-      v.f64,
-      (cmd.blocksBase + SENT_FRAMES_OFFSET) >> 3,
-      (cmd.blocksBase + SENT_BYTES_OFFSET) >> 3,
-    );
-    this.writers = CMD_CLASS_SHARES.map((_, c) => new RingWriter(v, cmd.g, c, cmdTotals, cmd.blocksBase));
-    const respTotals = new Totals(
-      v.f64,
-      (resp.blocksBase + RECEIVED_FRAMES_OFFSET) >> 3,
-      (resp.blocksBase + RECEIVED_BYTES_OFFSET) >> 3,
-    );
-    this.reader = new RingReader(v, resp.g, 0, respTotals, resp.blocksBase);
+    this.writers = areaWriters(v, cmd);
+    [this.reader] = areaReaders(v, resp);
     const block = (at: number) => new WaitBlock(buffer, v.i32, at + SLEEPING_OFFSET, at + SEQ_OFFSET);
     this.cmdWait = block(CMD_WAIT_OFFSET);
     this.spaceWait = block(cmd.blocksBase + SPACE_WAIT_OFFSET);

@@ -21,19 +21,10 @@
  * the event loop (parks there when idle) and lets the loop turn every 256 commands.
  */
 import { checkEndOptions, type EndOptions } from '../channel/channel.js';
-import { RingCorruptError, RingReader, RingWriter, Totals } from '../core/spsc-ring.js';
+import { areaReaders, areaWriters, RingCorruptError, type RingReader, type RingWriter } from '../core/spsc-ring.js';
 import { StateWriter } from '../core/state-cells.js';
 import { ErrorCode, ShmArgumentError, ShmStateError } from '../errors.js';
-import {
-  DATA_WAIT_OFFSET,
-  RECEIVED_BYTES_OFFSET,
-  RECEIVED_FRAMES_OFFSET,
-  SENT_BYTES_OFFSET,
-  SENT_FRAMES_OFFSET,
-  SEQ_OFFSET,
-  SLEEPING_OFFSET,
-  SPACE_WAIT_OFFSET,
-} from '../layout/channel.js';
+import { DATA_WAIT_OFFSET, SEQ_OFFSET, SLEEPING_OFFSET, SPACE_WAIT_OFFSET } from '../layout/channel.js';
 import {
   CLAIM_SEQ_OFFSET,
   CLIENT_ROLE_BASE,
@@ -148,18 +139,8 @@ class Peer {
     const v = seg.views;
     const buffer = v.buffer as ArrayBuffer;
     const { base, cmd, resp } = slotAreas(d, slot);
-    const cmdTotals = new Totals(
-      v.f64,
-      (cmd.blocksBase + RECEIVED_FRAMES_OFFSET) >> 3,
-      (cmd.blocksBase + RECEIVED_BYTES_OFFSET) >> 3,
-    );
-    this.readers = CMD_CLASS_SHARES.map((_, c) => new RingReader(v, cmd.g, c, cmdTotals, cmd.blocksBase));
-    const respTotals = new Totals(
-      v.f64,
-      (resp.blocksBase + SENT_FRAMES_OFFSET) >> 3,
-      (resp.blocksBase + SENT_BYTES_OFFSET) >> 3,
-    );
-    this.writer = new RingWriter(v, resp.g, 0, respTotals, resp.blocksBase);
+    this.readers = areaReaders(v, cmd);
+    [this.writer] = areaWriters(v, resp);
     this.maxReplyFrame = resp.g.maxFrame;
     const block = (at: number) => new WaitBlock(buffer, v.i32, at + SLEEPING_OFFSET, at + SEQ_OFFSET);
     this.stateWait = block(base + SLOT_STATE_WAIT_OFFSET);

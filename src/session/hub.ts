@@ -20,7 +20,7 @@
  */
 import { checkEndOptions, deadlineOf, type EndOptions, type WaitOptions } from '../channel/channel.js';
 import { generationOf, SLOT_ALLOCATED, SLOT_IN_FLIGHT, Slab, SlabStatus, slotOf } from '../core/slab.js';
-import { RingReader, RingWriter, Totals } from '../core/spsc-ring.js';
+import { areaReaders, areaWriters, type RingReader, type RingWriter } from '../core/spsc-ring.js';
 import {
   ErrorCode,
   ShmArgumentError,
@@ -29,16 +29,7 @@ import {
   ShmStateError,
   ShmTimeoutError,
 } from '../errors.js';
-import {
-  DATA_WAIT_OFFSET,
-  RECEIVED_BYTES_OFFSET,
-  RECEIVED_FRAMES_OFFSET,
-  SENT_BYTES_OFFSET,
-  SENT_FRAMES_OFFSET,
-  SEQ_OFFSET,
-  SLEEPING_OFFSET,
-  SPACE_WAIT_OFFSET,
-} from '../layout/channel.js';
+import { DATA_WAIT_OFFSET, SEQ_OFFSET, SLEEPING_OFFSET, SPACE_WAIT_OFFSET } from '../layout/channel.js';
 import {
   DEFAULT_CLASSES,
   ENTRY_CLAIMED,
@@ -58,6 +49,7 @@ import {
   HUB_PROTOCOL_VERSION,
   type HubGeometry,
   hubGeometry,
+  JOIN_SEQ_OFFSET,
   MAX_CLASSES,
   PEER_ROLE_BASE,
   peerAreas,
@@ -350,20 +342,8 @@ class PeerLink {
   ) {
     const v = seg.views;
     const { base, up, down } = peerAreas(h, index);
-    this.reader = new RingReader(
-      v,
-      up.g,
-      0,
-      new Totals(v.f64, (up.blocksBase + RECEIVED_FRAMES_OFFSET) >> 3, (up.blocksBase + RECEIVED_BYTES_OFFSET) >> 3),
-      up.blocksBase,
-    );
-    this.writer = new RingWriter(
-      v,
-      down.g,
-      0,
-      new Totals(v.f64, (down.blocksBase + SENT_FRAMES_OFFSET) >> 3, (down.blocksBase + SENT_BYTES_OFFSET) >> 3),
-      down.blocksBase,
-    );
+    [this.reader] = areaReaders(v, up);
+    [this.writer] = areaWriters(v, down);
     const buffer = v.buffer as ArrayBuffer;
     const peerData = wait(buffer, v.i32, down.blocksBase + DATA_WAIT_OFFSET);
     const peerSpace = wait(buffer, v.i32, up.blocksBase + SPACE_WAIT_OFFSET);
@@ -456,7 +436,11 @@ export class Hub extends Endpoint {
   }
 
   /** Picks up joined peers, reclaims dead ones (their slots, then their entry). */
+  private seenJoinSeq = -1;
+
   private sweep(force = false): void {
+    // SYNC POINT: pairs with Atomics.add(joinSeq) in HubPeer.join(), after its CLAIMED store.
+    this.seenJoinSeq = Atomics.load(this.seg.views.i32, JOIN_SEQ_OFFSET >> 2);
     const now = Date.now();
     const live = force || now - this.lastSweep >= this.policy.livenessCheckMs;
     if (live) this.lastSweep = now;
@@ -546,7 +530,8 @@ export class Hub extends Endpoint {
   /** The next message from any peer (round robin), or null. */
   tryRecv(): HubMessage | null {
     this.assertOpen();
-    this.sweep(); // peers that joined since (a few atomic loads per entry; liveness every livenessCheckMs)
+    // Peers that joined since the last sweep (one atomic load; the liveness sweep runs in waits).
+    if (Atomics.load(this.seg.views.i32, JOIN_SEQ_OFFSET >> 2) !== this.seenJoinSeq) this.sweep();
     const links = this.links;
     for (let k = 0; k < links.length; k++) {
       const i = (this.rr + k) % links.length;
@@ -621,24 +606,8 @@ export class HubPeer extends Endpoint {
     const v = seg.views;
     const buffer = v.buffer as ArrayBuffer;
     const { base, up, down } = peerAreas(h, peerId);
-    this.writer = new RingWriter(
-      v,
-      up.g,
-      0,
-      new Totals(v.f64, (up.blocksBase + SENT_FRAMES_OFFSET) >> 3, (up.blocksBase + SENT_BYTES_OFFSET) >> 3),
-      up.blocksBase,
-    );
-    this.reader = new RingReader(
-      v,
-      down.g,
-      0,
-      new Totals(
-        v.f64,
-        (down.blocksBase + RECEIVED_FRAMES_OFFSET) >> 3,
-        (down.blocksBase + RECEIVED_BYTES_OFFSET) >> 3,
-      ),
-      down.blocksBase,
-    );
+    [this.writer] = areaWriters(v, up);
+    [this.reader] = areaReaders(v, down);
     const hostWait = wait(buffer, v.i32, HOST_WAIT_OFFSET);
     const hostSpace = wait(buffer, v.i32, down.blocksBase + SPACE_WAIT_OFFSET);
     this.dataWait = wait(buffer, v.i32, down.blocksBase + DATA_WAIT_OFFSET);
@@ -699,6 +668,7 @@ export class HubPeer extends Endpoint {
         Atomics.add(i32, entry + (ENTRY_GENERATION_OFFSET >> 2), 1);
         // SYNC POINT: pairs with Atomics.load(state) in Hub.sweep(); the rings are reset first.
         Atomics.store(i32, entry + (ENTRY_STATE_OFFSET >> 2), ENTRY_CLAIMED);
+        Atomics.add(i32, JOIN_SEQ_OFFSET >> 2, 1);
         return new HubPeer(seg, h, policy, i);
       }
       throw wanted === undefined

@@ -26,7 +26,7 @@
  */
 import { checkEndOptions, deadlineOf, type EndOptions, type WaitOptions } from '../channel/channel.js';
 import { generationOf, SLOT_ALLOCATED, SLOT_IN_FLIGHT, Slab, SlabStatus, slotOf } from '../core/slab.js';
-import { RingCorruptError, RingReader, RingWriter, Totals } from '../core/spsc-ring.js';
+import { areaReaders, areaWriters, RingCorruptError, type RingReader, type RingWriter } from '../core/spsc-ring.js';
 import {
   ErrorCode,
   ShmArgumentError,
@@ -38,10 +38,6 @@ import {
 import {
   DATA_WAIT_OFFSET,
   HEAD_POSITION_OFFSET,
-  RECEIVED_BYTES_OFFSET,
-  RECEIVED_FRAMES_OFFSET,
-  SENT_BYTES_OFFSET,
-  SENT_FRAMES_OFFSET,
   SEQ_OFFSET,
   SLEEPING_OFFSET,
   SPACE_WAIT_OFFSET,
@@ -185,20 +181,8 @@ export class Session {
     this.slab = new Slab(v.i32, g.slabOffset >> 2, g.slotCount);
     const out = isA ? g.ab : g.ba;
     const inn = isA ? g.ba : g.ab;
-    this.writer = new RingWriter(
-      v,
-      out.g,
-      0,
-      new Totals(v.f64, (out.blocksBase + SENT_FRAMES_OFFSET) >> 3, (out.blocksBase + SENT_BYTES_OFFSET) >> 3),
-      out.blocksBase,
-    );
-    this.reader = new RingReader(
-      v,
-      inn.g,
-      0,
-      new Totals(v.f64, (inn.blocksBase + RECEIVED_FRAMES_OFFSET) >> 3, (inn.blocksBase + RECEIVED_BYTES_OFFSET) >> 3),
-      inn.blocksBase,
-    );
+    [this.writer] = areaWriters(v, out);
+    [this.reader] = areaReaders(v, inn);
     const block = (at: number) => new WaitBlock(buffer, v.i32, at + SLEEPING_OFFSET, at + SEQ_OFFSET);
     this.dataWait = block(inn.blocksBase + DATA_WAIT_OFFSET);
     this.spaceWait = block(out.blocksBase + SPACE_WAIT_OFFSET);
