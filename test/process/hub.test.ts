@@ -149,9 +149,14 @@ async function count(
   n: number,
 ): Promise<Record<string, unknown>[]> {
   await child.waitFor(() => child.messages.filter(match).length >= n || child.messages.some(has('fatal')), WAIT);
-  const fatal = child.messages.find(has('fatal'));
+  // A fatal line the child prints AFTER the n-th match (a later, expected step) is not a
+  // failure of these n; one before it is.
+  const matches = child.messages.filter(match);
+  const nth = matches.length >= n ? child.messages.indexOf(matches[n - 1]) : Number.POSITIVE_INFINITY;
+  const fatalAt = child.messages.findIndex(has('fatal'));
+  const fatal = fatalAt >= 0 && fatalAt < nth ? child.messages[fatalAt] : undefined;
   assert.equal(fatal, undefined, `child failed: ${JSON.stringify(fatal)}`);
-  return child.messages.filter(match);
+  return matches;
 }
 
 /** Polls `condition` until it holds; fails after `timeoutMs` with `what`. */
