@@ -51,6 +51,14 @@ export function generationOf(ref: number): number {
 export class Slab {
   private readonly base: number;
   private readonly nextBase: number;
+  /**
+   * Whether this agent's last successful free() found the free list empty. Only such a free
+   * must wake slot waiters: a waiter parks only after it set its sleeping flag and then found
+   * every list it may take from empty, so any later push onto a non-empty list was preceded
+   * by a push onto an empty one (after the waiter's check) whose caller saw the flag and woke
+   * it. Saves the flag loads (~20 ns each in Node 20) on nearly every free.
+   */
+  refilled = false;
 
   /** `index`: Int32 index of the slab's first word in `i32`. */
   constructor(
@@ -119,9 +127,11 @@ export class Slab {
       // The slot is ours since the swap; its last writer was free()'s compare-and-swap.
       const old = i32[at];
       const generation = ((old >>> 8) + 1) & 0xffffff;
-      // SYNC POINT: pairs with the loads of the state word in check()/free() and the peer's
-      // descriptor validation; the new generation is visible before any descriptor names it.
-      Atomics.store(i32, at, (generation << 8) | ((owner & 63) << 2) | SLOT_ALLOCATED);
+      // A plain store (an Atomics.store costs ~20 ns in Node 20): the slot is ours alone until
+      // a descriptor names it, and that descriptor's publication (an atomic store of the ring
+      // position, SYNC POINT in the ring) orders this store before any reader's check(); a
+      // later free()/markInFlight() by this agent follows it in program order.
+      i32[at] = (generation << 8) | ((owner & 63) << 2) | SLOT_ALLOCATED;
       return generation * 65536 + slot;
     }
   }
@@ -196,7 +206,7 @@ export class Slab {
     const state = word & 3;
     if (state !== SLOT_ALLOCATED && state !== SLOT_IN_FLIGHT) return SlabStatus.WRONG_STATE;
     if (Atomics.compareExchange(this.i32, at, word, word & ~0xff) !== word) return SlabStatus.WRONG_STATE;
-    this.push(slot);
+    this.refilled = this.push(slot);
     return SlabStatus.OK;
   }
 
@@ -212,16 +222,21 @@ export class Slab {
     return n;
   }
 
-  private push(slot: number): void {
+  /** Pushes `slot`; true when the list was empty just before (the swap compared against an empty head). */
+  private push(slot: number): boolean {
     const i32 = this.i32;
     const head = this.base + HEAD;
+    // A plain first read: it is only the compare-and-swap's expected value, and a failed swap
+    // returns the real head to retry with.
+    let h = i32[head];
     for (;;) {
-      const h = Atomics.load(i32, head);
       // Plain: the compare-and-swap that publishes the slot orders this store before it.
       i32[this.nextBase + slot] = h & 0xffff;
       const tag = ((h >>> 16) + 1) & 0xffff;
       // SYNC POINT: pairs with the load of head in alloc(); next[slot] is stored first.
-      if (Atomics.compareExchange(i32, head, h, (tag << 16) | (slot + 1)) === h) return;
+      const seen = Atomics.compareExchange(i32, head, h, (tag << 16) | (slot + 1));
+      if (seen === h) return (h & 0xffff) === 0;
+      h = seen;
     }
   }
 }

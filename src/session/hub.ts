@@ -216,21 +216,23 @@ abstract class Endpoint {
     this.assertOpen();
     const key = this.ownSlot(view);
     if (key < 0) throw new ShmArgumentError(ErrorCode.INVALID_ARGUMENT, 'this view is not a slot this side allocated');
-    this.slabs[key >>> 16].free(key & 0xffff, this.allocated.get(key) as number);
+    const slab = this.slabs[key >>> 16];
+    slab.free(key & 0xffff, this.allocated.get(key) as number);
     this.allocated.delete(key);
-    this.wakeSlotWaiters();
+    if (slab.refilled) this.wakeSlotWaiters(); // see Slab.refilled: other frees wake no one
   }
 
   /** Called by HubMessage.release(). */
   releaseSlot(key: number, generation: number): void {
     if (this.closedByUs) return;
-    const status = this.slabs[key >>> 16].free(key & 0xffff, generation);
+    const slab = this.slabs[key >>> 16];
+    const status = slab.free(key & 0xffff, generation);
     if (status !== SlabStatus.OK)
       throw new ShmFrameError(
         ErrorCode.CORRUPT,
         `release of class ${key >>> 16} slot ${key & 0xffff} refused (status ${status})`,
       );
-    this.wakeSlotWaiters();
+    if (slab.refilled) this.wakeSlotWaiters();
   }
 
   /** Sends on `writer` to `destination` (an owner id); false when no ring room or no slot now. */

@@ -504,16 +504,18 @@ export class Session {
     const generation = this.allocGen[slot] - 1;
     this.allocGen[slot] = 0;
     this.slab.free(slot, generation);
-    this.wakeSlotWaiters();
+    if (this.slab.refilled) this.wakeSlotWaiters(); // see Slab.refilled: other frees wake no one
   }
 
   /** The slot index if `view` starts at a slot this peer allocated and has not sent, else -1. */
   private ownSlot(view: Uint8Array): number {
-    if (view.buffer !== this.seg.views.buffer) return -1;
     const offset = view.byteOffset - this.g.slotsOffset;
     if (offset < 0 || offset % this.g.slotSize !== 0) return -1;
     const slot = offset / this.g.slotSize;
-    return this.allocGen[slot] !== 0 ? slot : -1;
+    if (this.allocGen[slot] === 0) return -1;
+    // Usually tryAlloc()'s own object (views[] caches it per slot): identity proves it is on
+    // this mapping, cheaper than reading view.buffer; a subarray of it takes the second test.
+    return this.views[slot] === view || view.buffer === this.seg.views.buffer ? slot : -1;
   }
 
   private wakeSlotWaiters(): void {
@@ -535,7 +537,7 @@ export class Session {
           details: { slot, generation, status: statusName(status) },
         },
       );
-    this.wakeSlotWaiters();
+    if (this.slab.refilled) this.wakeSlotWaiters();
   }
 
   // ---------------------------------------------------------------- sending

@@ -60,6 +60,22 @@ test('a double free and an out-of-range slot change nothing', () => {
   assert.equal(sut.stateWord(slotOf(ref)) & 3, SLOT_FREE);
 });
 
+test('refilled says whether a free found the list empty (only those frees wake slot waiters)', () => {
+  const { sut } = make(3);
+  const refs = [sut.alloc(), sut.alloc(), sut.alloc()];
+  assert.equal(sut.alloc(), -1);
+  assert.equal(sut.free(slotOf(refs[0]), generationOf(refs[0])), SlabStatus.OK);
+  assert.equal(sut.refilled, true, 'the first free onto an empty list must wake');
+  assert.equal(sut.free(slotOf(refs[1]), generationOf(refs[1])), SlabStatus.OK);
+  assert.equal(sut.refilled, false, 'a free onto a non-empty list wakes no one');
+  const again = sut.alloc();
+  sut.alloc();
+  assert.equal(sut.free(slotOf(again), generationOf(again)), SlabStatus.OK);
+  assert.equal(sut.refilled, true);
+  assert.equal(sut.free(slotOf(refs[2]), generationOf(refs[2])), SlabStatus.OK);
+  assert.equal(sut.refilled, false);
+});
+
 test("reclaimOwner frees only the dead owner's slots", () => {
   const { sut } = make(6);
   const mine = [sut.alloc(0), sut.alloc(0)];
