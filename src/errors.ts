@@ -62,6 +62,8 @@ export const ErrorCode = {
   DISCONNECTED: 'SHM_ERR_DISCONNECTED',
   /** The daemon's handler threw while serving this request; the message is the daemon's. */
   REMOTE: 'SHM_ERR_REMOTE',
+  /** A blob store needs a new chunk but maxChunks chunk files are alive; nothing was written. */
+  FULL: 'SHM_ERR_FULL',
 } as const;
 
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];

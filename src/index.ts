@@ -7,6 +7,16 @@
  * tx.trySend(new Uint8Array([1, 2, 3]));
  * ```
  */
+
+export { BlobHandle } from './blob/handle.js';
+export {
+  type BlobAppendOptions,
+  type BlobAttachOptions,
+  BlobStore,
+  type BlobStoreOptions,
+  type BlobStoreStats,
+  BlobView,
+} from './blob/store.js';
 export {
   Channel,
   type ChannelCreateOptions,

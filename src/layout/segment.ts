@@ -56,6 +56,8 @@ export const Kind = {
   DAEMON: 2,
   SESSION: 3,
   HUB: 4,
+  BLOB: 5,
+  BLOB_CHUNK: 6,
 } as const;
 export type KindValue = (typeof Kind)[keyof typeof Kind];
 
@@ -69,6 +71,10 @@ export function kindName(kind: number): string {
       return 'session';
     case Kind.HUB:
       return 'hub';
+    case Kind.BLOB:
+      return 'blob store';
+    case Kind.BLOB_CHUNK:
+      return 'blob chunk';
     default:
       return `unknown(${kind})`;
   }

@@ -1,0 +1,970 @@
+/**
+ * Blob store: append-only chunks in shared memory, 24-byte handles, acknowledgements, TTL
+ * (layout/blob.ts). Data written once never moves; any process that attaches can read it by
+ * handle, as a copy (resolve) or in place under a lease (view).
+ *
+ * ```ts
+ * const store = BlobStore.create('frames', { chunkSize: 32 << 20, maxChunks: 64 });
+ * const h = store.append(bytes);              // BlobHandle; h.toBytes() is 24 bytes
+ * const other = BlobStore.attach('frames');   // another process
+ * other.resolve(h);                            // a copy, or null (expired, freed, invalid)
+ * other.ack(h);                                // once every recipient acked, the chunk can go
+ * store.startCleanup(1000);                    // frees acknowledged and expired chunks
+ * ```
+ * Appends from any number of processes are safe: an appender reserves its bytes with a
+ * compare-and-swap of the chunk's `used` word, copies, then counts the entry. A chunk that
+ * cannot take an entry is sealed and the write head moves to the next chunk (a prefetched
+ * one when there is one). Cleanup frees a sealed chunk when every entry is acknowledged by
+ * all its recipients and no append is in progress, after the decay period; or when its
+ * oldest entry is older than the TTL, acknowledged or not (consumers that crashed never ack);
+ * never while a view holds a lease on it (until the lease timeout).
+ */
+import { readdirSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { ErrorCode, ShmArgumentError, ShmError, ShmFrameError, ShmSegmentError, ShmStateError } from '../errors.js';
+import {
+  ACKED_OFFSET,
+  APPENDS_OFFSET,
+  BLOB_PROTOCOL_VERSION,
+  CHUNK_CAPACITY_OFFSET,
+  CHUNK_DATA_OFFSET,
+  CHUNK_DATA_OFFSET_OFFSET,
+  CHUNK_GENERATION_OFFSET,
+  CHUNK_INDEX_OFFSET,
+  CHUNK_PARAMS_LENGTH,
+  CHUNK_PROTOCOL_OFFSET,
+  CHUNK_SIZE_OFFSET,
+  ChunkState,
+  chunkFileLength,
+  controlLength,
+  DECAY_OFFSET,
+  EMPTY_SINCE_OFFSET,
+  ENTRIES_OFFSET,
+  ENTRY_BITMAP_OFFSET,
+  ENTRY_CHECK_OFFSET,
+  ENTRY_CREATED_OFFSET,
+  ENTRY_CREATOR_PID_OFFSET,
+  ENTRY_CREATOR_START_OFFSET,
+  ENTRY_GENERATION_OFFSET,
+  ENTRY_LENGTH_OFFSET,
+  ENTRY_RECIPIENTS_OFFSET,
+  ENTRY_REMAINING_OFFSET,
+  ENTRY_STATE_OFFSET,
+  EXPIRED_OFFSET,
+  entryCheck,
+  entryHeaderLength,
+  entrySize,
+  FIRST_WRITE_OFFSET,
+  FREED_OFFSET,
+  FULL_OFFSET,
+  LAST_LEASE_OFFSET,
+  LEASE_TIMEOUT_OFFSET,
+  LEASES_OFFSET,
+  MAX_CHUNK_SIZE,
+  MAX_CHUNKS,
+  MAX_CHUNKS_OFFSET,
+  MAX_RECIPIENTS,
+  MAX_STORE_NAME_LENGTH,
+  MIN_CHUNK_SIZE,
+  NEXT_GENERATION_OFFSET,
+  PREFETCH_OFFSET,
+  PREFETCHING_OFFSET,
+  PROTOCOL_OFFSET,
+  SEALED_OFFSET,
+  STORE_CLOSED_OFFSET,
+  STORE_PARAMS_LENGTH,
+  TABLE_ENTRY_LENGTH,
+  TABLE_OFFSET,
+  TABLE_OFFSET_OFFSET,
+  TTL_OFFSET,
+  USED_OFFSET,
+  WRITE_HEAD_OFFSET,
+  WRITERS_OFFSET,
+} from '../layout/blob.js';
+import { Kind } from '../layout/segment.js';
+import { FILE_PREFIX, segmentDir, segmentPath, validateName } from '../segment/names.js';
+import { processStartTime, selfStartTime } from '../segment/process-identity.js';
+import { removeIfOwnerDead, Segment } from '../segment/segment.js';
+import { BlobHandle } from './handle.js';
+
+export interface BlobStoreOptions {
+  /** Data bytes per chunk: a multiple of 8 in 128..2^30 (default 32 MiB). An append never spans chunks. */
+  chunkSize?: number;
+  /** Most chunk files alive at once, 1..4096 (default 64); beyond it append() fails with SHM_ERR_FULL. */
+  maxChunks?: number;
+  /** Age after which handles resolve to null and chunks are freed unacknowledged (default 30 s; < 2^31). */
+  ttlMs?: number;
+  /** How long a fully acknowledged chunk stays before cleanup frees it (default 5 s). */
+  decayMs?: number;
+  /** Fill fraction of the active chunk, in (0, 1], at which the next chunk is created ahead (default 0.8). */
+  prefetchAt?: number;
+  /** Longest time a view's lease keeps its chunk from being freed (default 30 s). */
+  leaseTimeoutMs?: number;
+  /** Directory of the files (default $SHMBUS_DIR, else /dev/shm). */
+  dir?: string;
+  /** File mode (default 0o600: owner only). */
+  mode?: number;
+}
+
+export interface BlobAttachOptions {
+  dir?: string;
+}
+
+export interface BlobAppendOptions {
+  /** How many recipients must acknowledge the entry (ack indexes 0..recipients-1), 1..1024 (default 1). */
+  recipients?: number;
+}
+
+export interface BlobStoreStats {
+  /** Chunk files alive (created and not yet freed). */
+  chunks: number;
+  /** Table index of the active chunk, -1 before the first append. */
+  active: number;
+  /** Appends completed, by every process. */
+  appends: number;
+  /** Chunks freed, by acknowledgement or TTL. */
+  freed: number;
+  /** Of those, freed because of the TTL. */
+  expired: number;
+  /** Appends refused with SHM_ERR_FULL. */
+  full: number;
+}
+
+/** A zero-copy view of one blob; the chunk is not freed while it is held (up to the lease timeout). */
+export class BlobView {
+  private released = false;
+  constructor(
+    /** The bytes, in place in the shared chunk. Do not use after release(). */
+    readonly data: Uint8Array,
+    private readonly onRelease: () => void,
+  ) {}
+
+  /** Gives the lease back. Idempotent. */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.onRelease();
+  }
+}
+
+/** One chunk file mapped by this process. */
+interface ChunkMapping {
+  readonly seg: Segment;
+  readonly index: number;
+  readonly generation: number;
+  readonly i32: Int32Array;
+  readonly u8: Uint8Array;
+  /** Views this process holds on it. */
+  leases: number;
+  /** Replaced or freed: unmapped once `leases` is 0. */
+  retired: boolean;
+}
+
+const DEFAULTS = {
+  chunkSize: 32 << 20,
+  maxChunks: 64,
+  ttlMs: 30_000,
+  decayMs: 5_000,
+  prefetchAt: 0.8,
+  leaseTimeoutMs: 30_000,
+};
+const MAX_MS = 0x7fff_ffff;
+/** A prefetch flag older than this belongs to a process that died mid-creation. */
+const PREFETCH_STALE_MS = 10_000;
+
+/** Low 32 bits of Date.now(), odd so that 0 means "never". */
+function stamp(): number {
+  return (Date.now() | 1) >>> 0;
+}
+
+/** Milliseconds since `t` (a stamp()), 0 for a stamp in the future; valid up to 2^31 ms. */
+function ageOf(t: number): number {
+  const age = ((Date.now() >>> 0) - t) | 0;
+  return Math.max(age, 0);
+}
+
+function chunkName(name: string, generation: number): string {
+  return `${name}.b${generation}`;
+}
+
+function chunkFilePattern(name: string): RegExp {
+  return new RegExp(`^${(FILE_PREFIX + name).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.b[0-9]+(~.*)?$`);
+}
+
+function checkStoreName(name: unknown): string {
+  validateName(name);
+  if ((name as string).length > MAX_STORE_NAME_LENGTH)
+    throw new ShmArgumentError(
+      ErrorCode.INVALID_NAME,
+      `a blob store name is at most ${MAX_STORE_NAME_LENGTH} characters (its chunk files add a suffix), got ${(name as string).length}`,
+      { details: { name } },
+    );
+  return name as string;
+}
+
+function checkRange(key: string, value: unknown, min: number, max: number, integer = true): number {
+  if (typeof value !== 'number' || !(value >= min && value <= max) || (integer && !Number.isInteger(value)))
+    throw new ShmArgumentError(
+      ErrorCode.INVALID_ARGUMENT,
+      `${key} must be ${integer ? 'an integer' : 'a number'} in ${min}..${max}, got ${String(value)}`,
+      { details: { [key]: value } },
+    );
+  return value;
+}
+
+/** Creators alive in this process: their files go when it exits (an 'exit' hook). */
+const creators = new Set<BlobStore>();
+let exitHook = false;
+
+export class BlobStore {
+  /** Data bytes per chunk. */
+  readonly capacity: number;
+  readonly maxChunks: number;
+  readonly ttlMs: number;
+  readonly decayMs: number;
+  readonly prefetchAt: number;
+  readonly leaseTimeoutMs: number;
+  /** Largest payload one append (with up to 32 recipients) takes. */
+  readonly maxAppend: number;
+  private readonly i32: Int32Array;
+  private readonly dir: string;
+  private readonly mode: number | undefined;
+  private readonly mapped: (ChunkMapping | undefined)[];
+  /** Old mappings still leased here. */
+  private readonly retiredLeased = new Set<ChunkMapping>();
+  private readonly prefetchBytes: number;
+  private timer: NodeJS.Timeout | null = null;
+  private closedByUs = false;
+
+  private constructor(
+    readonly name: string,
+    private readonly control: Segment,
+    /** True for the process that created the store (its close() removes the files). */
+    readonly isCreator: boolean,
+    dir: string,
+    mode: number | undefined,
+  ) {
+    const dv = control.views.dv;
+    this.i32 = control.views.i32;
+    this.capacity = dv.getUint32(CHUNK_SIZE_OFFSET, true);
+    this.maxChunks = dv.getUint32(MAX_CHUNKS_OFFSET, true);
+    this.ttlMs = dv.getUint32(TTL_OFFSET, true);
+    this.decayMs = dv.getUint32(DECAY_OFFSET, true);
+    this.prefetchAt = dv.getUint32(PREFETCH_OFFSET, true) / 1000;
+    this.leaseTimeoutMs = dv.getUint32(LEASE_TIMEOUT_OFFSET, true);
+    this.maxAppend = this.capacity - entryHeaderLength(1);
+    this.prefetchBytes = Math.ceil(this.capacity * this.prefetchAt);
+    this.dir = dir;
+    this.mode = mode;
+    this.mapped = new Array(this.maxChunks).fill(undefined);
+  }
+
+  /** Bytes an entry of `length` payload bytes takes in a chunk. */
+  static entrySize(length: number, recipients = 1): number {
+    return entrySize(length, recipients);
+  }
+
+  /**
+   * Creates store `name`. Files of a previous store of that name whose creator is dead are
+   * removed first; a live creator's store makes this fail with SHM_ERR_EXISTS.
+   */
+  static create(name: string, options: BlobStoreOptions = {}): BlobStore {
+    checkStoreName(name);
+    if (options === null || typeof options !== 'object')
+      throw new ShmArgumentError(ErrorCode.INVALID_ARGUMENT, 'options must be an object');
+    const chunkSize = checkRange('chunkSize', options.chunkSize ?? DEFAULTS.chunkSize, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE);
+    if (chunkSize % 8 !== 0)
+      throw new ShmArgumentError(ErrorCode.INVALID_ARGUMENT, `chunkSize must be a multiple of 8, got ${chunkSize}`, {
+        details: { chunkSize },
+      });
+    const maxChunks = checkRange('maxChunks', options.maxChunks ?? DEFAULTS.maxChunks, 1, MAX_CHUNKS);
+    const ttlMs = checkRange('ttlMs', options.ttlMs ?? DEFAULTS.ttlMs, 1, MAX_MS);
+    const decayMs = checkRange('decayMs', options.decayMs ?? DEFAULTS.decayMs, 0, MAX_MS);
+    const leaseTimeoutMs = checkRange('leaseTimeoutMs', options.leaseTimeoutMs ?? DEFAULTS.leaseTimeoutMs, 1, MAX_MS);
+    const prefetchAt = options.prefetchAt ?? DEFAULTS.prefetchAt;
+    if (typeof prefetchAt !== 'number' || !(prefetchAt > 0 && prefetchAt <= 1))
+      throw new ShmArgumentError(ErrorCode.INVALID_ARGUMENT, `prefetchAt must be in (0, 1], got ${String(prefetchAt)}`);
+    const dir = segmentDir(options.dir);
+    const path = segmentPath(name, dir);
+    const owner = removeIfOwnerDead(path);
+    if (owner !== null)
+      throw new ShmSegmentError(
+        ErrorCode.EXISTS,
+        `blob store ${JSON.stringify(name)} already exists at ${path} and its creator (pid ${owner}) is alive`,
+        { details: { name, path, ownerPid: owner } },
+      );
+    removeChunkFiles(dir, name);
+    const seg = Segment.create(
+      name,
+      Kind.BLOB,
+      controlLength(maxChunks),
+      STORE_PARAMS_LENGTH,
+      ({ dv, i32 }) => {
+        dv.setUint32(PROTOCOL_OFFSET, BLOB_PROTOCOL_VERSION, true);
+        dv.setUint32(CHUNK_SIZE_OFFSET, chunkSize, true);
+        dv.setUint32(MAX_CHUNKS_OFFSET, maxChunks, true);
+        dv.setUint32(TTL_OFFSET, ttlMs, true);
+        dv.setUint32(DECAY_OFFSET, decayMs, true);
+        dv.setUint32(PREFETCH_OFFSET, Math.max(1, Math.round(prefetchAt * 1000)), true);
+        dv.setUint32(LEASE_TIMEOUT_OFFSET, leaseTimeoutMs, true);
+        dv.setUint32(TABLE_OFFSET_OFFSET, TABLE_OFFSET, true);
+        Atomics.store(i32, WRITE_HEAD_OFFSET >> 2, -1);
+      },
+      { dir, mode: options.mode },
+    );
+    const store = new BlobStore(name, seg, true, dir, options.mode);
+    creators.add(store);
+    if (!exitHook) {
+      exitHook = true;
+      process.on('exit', () => {
+        for (const s of creators) s.close();
+      });
+    }
+    return store;
+  }
+
+  /** Attaches to store `name` (its configuration is read from the control segment). */
+  static attach(name: string, options: BlobAttachOptions = {}): BlobStore {
+    checkStoreName(name);
+    const dir = segmentDir(options?.dir);
+    const seg = Segment.open(name, Kind.BLOB, { dir });
+    try {
+      const dv = seg.views.dv;
+      const protocol = dv.getUint32(PROTOCOL_OFFSET, true);
+      if (protocol !== BLOB_PROTOCOL_VERSION)
+        throw new ShmSegmentError(
+          ErrorCode.VERSION_MISMATCH,
+          `blob store ${JSON.stringify(name)} speaks protocol ${protocol}; this shmbus speaks ${BLOB_PROTOCOL_VERSION}`,
+          { details: { name, protocol } },
+        );
+      const chunkSize = dv.getUint32(CHUNK_SIZE_OFFSET, true);
+      const maxChunks = dv.getUint32(MAX_CHUNKS_OFFSET, true);
+      const problems: string[] = [];
+      if (chunkSize < MIN_CHUNK_SIZE || chunkSize > MAX_CHUNK_SIZE || chunkSize % 8 !== 0)
+        problems.push(`chunkSize ${chunkSize}`);
+      if (maxChunks < 1 || maxChunks > MAX_CHUNKS) problems.push(`maxChunks ${maxChunks}`);
+      else if (controlLength(maxChunks) > seg.length) problems.push(`a ${maxChunks}-chunk table does not fit`);
+      if (dv.getUint32(TABLE_OFFSET_OFFSET, true) !== TABLE_OFFSET) problems.push('table offset');
+      const prefetch = dv.getUint32(PREFETCH_OFFSET, true);
+      if (prefetch < 1 || prefetch > 1000) problems.push(`prefetch ${prefetch}`);
+      if (problems.length > 0)
+        throw new ShmSegmentError(
+          ErrorCode.CORRUPT,
+          `blob store ${JSON.stringify(name)} has corrupt parameters: ${problems.join('; ')}`,
+          { details: { name, problems } },
+        );
+      return new BlobStore(name, seg, false, dir, undefined);
+    } catch (err) {
+      seg.close();
+      throw err;
+    }
+  }
+
+  /**
+   * Removes the files of store `name` after its creator died (SIGKILL, OOM). Returns how many
+   * files it removed. SHM_ERR_BUSY if the creator is alive (nothing is touched).
+   */
+  static cleanupNamespace(name: string, options: BlobAttachOptions = {}): number {
+    checkStoreName(name);
+    const dir = segmentDir(options?.dir);
+    const path = segmentPath(name, dir);
+    let removed = 0;
+    let existed = false;
+    try {
+      existed = readdirSync(dir).includes(FILE_PREFIX + name);
+    } catch {}
+    const owner = removeIfOwnerDead(path);
+    if (owner !== null)
+      throw new ShmStateError(
+        ErrorCode.BUSY,
+        `blob store ${JSON.stringify(name)} is in use: its creator (pid ${owner}) is alive`,
+        { details: { name, path, ownerPid: owner } },
+      );
+    if (existed) removed++;
+    removed += removeChunkFiles(dir, name);
+    return removed;
+  }
+
+  // ---------------------------------------------------------------- state
+
+  private assertOpen(): void {
+    if (this.closedByUs)
+      throw new ShmStateError(ErrorCode.CLOSED, `blob store ${JSON.stringify(this.name)}: closed here`);
+  }
+
+  private tableIndex(index: number, offset: number): number {
+    return (TABLE_OFFSET + index * TABLE_ENTRY_LENGTH + offset) >> 2;
+  }
+
+  private stateOf(index: number): number {
+    return Atomics.load(this.i32, this.tableIndex(index, ENTRY_STATE_OFFSET));
+  }
+
+  private generationAt(index: number): number {
+    return Atomics.load(this.i32, this.tableIndex(index, ENTRY_GENERATION_OFFSET)) >>> 0;
+  }
+
+  private casState(index: number, from: number, to: number): boolean {
+    return Atomics.compareExchange(this.i32, this.tableIndex(index, ENTRY_STATE_OFFSET), from, to) === from;
+  }
+
+  private chunkPath(generation: number): string {
+    return segmentPath(chunkName(this.name, generation), this.dir);
+  }
+
+  /** This process's mapping of chunk `index` at `generation`, or null when that chunk file is gone. */
+  private mapChunk(index: number, generation: number): ChunkMapping | null {
+    const current = this.mapped[index];
+    if (current !== undefined) {
+      if (current.generation === generation) return current;
+      this.retire(current);
+    }
+    let seg: Segment;
+    try {
+      seg = Segment.open(chunkName(this.name, generation), Kind.BLOB_CHUNK, { dir: this.dir });
+    } catch (err) {
+      if (err instanceof ShmError && err.code === ErrorCode.NOT_FOUND) return null;
+      throw err;
+    }
+    const dv = seg.views.dv;
+    if (
+      dv.getUint32(CHUNK_PROTOCOL_OFFSET, true) !== BLOB_PROTOCOL_VERSION ||
+      dv.getUint32(CHUNK_GENERATION_OFFSET, true) !== generation ||
+      dv.getUint32(CHUNK_INDEX_OFFSET, true) !== index ||
+      dv.getUint32(CHUNK_CAPACITY_OFFSET, true) !== this.capacity ||
+      dv.getUint32(CHUNK_DATA_OFFSET_OFFSET, true) !== CHUNK_DATA_OFFSET ||
+      seg.length < chunkFileLength(this.capacity)
+    ) {
+      seg.close();
+      throw new ShmSegmentError(
+        ErrorCode.CORRUPT,
+        `chunk ${index} (generation ${generation}) of blob store ${JSON.stringify(this.name)} does not match its table entry`,
+        { details: { name: this.name, index, generation } },
+      );
+    }
+    return this.adopt(seg, index, generation);
+  }
+
+  private adopt(seg: Segment, index: number, generation: number): ChunkMapping {
+    const m: ChunkMapping = {
+      seg,
+      index,
+      generation,
+      i32: seg.views.i32,
+      u8: seg.views.u8,
+      leases: 0,
+      retired: false,
+    };
+    this.mapped[index] = m;
+    return m;
+  }
+
+  /** Drops this process's mapping (now, or when its last local view is released). */
+  private retire(m: ChunkMapping): void {
+    if (this.mapped[m.index] === m) this.mapped[m.index] = undefined;
+    m.retired = true;
+    if (m.leases === 0) m.seg.close();
+    else this.retiredLeased.add(m);
+  }
+
+  // ---------------------------------------------------------------- appending
+
+  /**
+   * Copies `bytes` into the active chunk and returns its handle. SHM_ERR_INVALID_ARGUMENT for
+   * no bytes, SHM_ERR_TOO_LARGE for more than a chunk takes, SHM_ERR_FULL when a new chunk is
+   * needed and maxChunks are alive (nothing is written), SHM_ERR_NO_SPACE when the directory
+   * is full.
+   */
+  append(bytes: Uint8Array, options?: BlobAppendOptions): BlobHandle {
+    this.assertOpen();
+    if (!(bytes instanceof Uint8Array))
+      throw new ShmArgumentError(ErrorCode.INVALID_ARGUMENT, `append() takes a Uint8Array, got ${typeof bytes}`);
+    const recipients = options?.recipients ?? 1;
+    checkRange('recipients', recipients, 1, MAX_RECIPIENTS);
+    const length = bytes.length;
+    if (length === 0) throw new ShmArgumentError(ErrorCode.INVALID_ARGUMENT, 'an empty append is refused');
+    const size = entrySize(length, recipients);
+    if (size > this.capacity)
+      throw new ShmFrameError(
+        ErrorCode.TOO_LARGE,
+        `${length} bytes (${size} with the entry header) do not fit a ${this.capacity}-byte chunk of blob store ${JSON.stringify(this.name)}`,
+        { details: { length, chunkSize: this.capacity, maxAppend: this.capacity - entryHeaderLength(recipients) } },
+      );
+    const i32 = this.i32;
+    for (let attempt = 0; attempt < 1000; attempt++) {
+      if (Atomics.load(i32, STORE_CLOSED_OFFSET >> 2) !== 0)
+        throw new ShmStateError(
+          ErrorCode.PEER_CLOSED,
+          `blob store ${JSON.stringify(this.name)} was closed by its creator`,
+        );
+      const head = Atomics.load(i32, WRITE_HEAD_OFFSET >> 2);
+      if (head < 0 || head >= this.maxChunks) {
+        this.rollForAppend(head, length);
+        continue;
+      }
+      const generation = this.generationAt(head);
+      if (this.stateOf(head) !== ChunkState.ACTIVE) {
+        // The head names a chunk that was retired (TTL) and not yet replaced.
+        this.rollForAppend(head, length);
+        continue;
+      }
+      const m = this.mapChunk(head, generation);
+      if (m === null) continue;
+      const c = m.i32;
+      // SYNC POINT: pairs with cleanup(), which reads `writers` after it saw the table say
+      // SEALED (stored after `sealed`): either we see sealed = 1 or cleanup sees us writing.
+      Atomics.add(c, WRITERS_OFFSET >> 2, 1);
+      let offset = -1;
+      if (Atomics.load(c, SEALED_OFFSET >> 2) === 0) {
+        let used = Atomics.load(c, USED_OFFSET >> 2);
+        while (used + size <= this.capacity) {
+          const seen = Atomics.compareExchange(c, USED_OFFSET >> 2, used, used + size);
+          if (seen === used) {
+            offset = used;
+            break;
+          }
+          used = seen;
+        }
+      }
+      if (offset < 0) {
+        Atomics.sub(c, WRITERS_OFFSET >> 2, 1);
+        this.rollForAppend(head, length);
+        continue;
+      }
+      const at = CHUNK_DATA_OFFSET + offset;
+      const dv = m.seg.views.dv;
+      dv.setUint32(at + ENTRY_LENGTH_OFFSET, length, true);
+      dv.setUint32(at + ENTRY_CHECK_OFFSET, entryCheck(generation, offset, length), true);
+      dv.setUint32(at + ENTRY_RECIPIENTS_OFFSET, recipients, true);
+      dv.setInt32(at + ENTRY_REMAINING_OFFSET, recipients, true);
+      // The bitmap is zero: chunk files start zeroed and every byte is reserved once.
+      m.u8.set(bytes, at + entryHeaderLength(recipients));
+      if (Atomics.load(c, FIRST_WRITE_OFFSET >> 2) === 0)
+        Atomics.compareExchange(c, FIRST_WRITE_OFFSET >> 2, 0, stamp());
+      // SYNC POINT: the entry's bytes above are complete before it counts; the handle travels
+      // to readers through some other synchronising channel after this.
+      Atomics.add(c, ENTRIES_OFFSET >> 2, 1);
+      Atomics.sub(c, WRITERS_OFFSET >> 2, 1);
+      // A TTL cleanup may free a chunk under a stalled appender: then this entry is lost with
+      // it, so write it again elsewhere rather than hand out a handle that resolves to null.
+      const state = this.stateOf(head);
+      if (this.generationAt(head) !== generation || (state !== ChunkState.ACTIVE && state !== ChunkState.SEALED))
+        continue;
+      Atomics.add(i32, APPENDS_OFFSET >> 2, 1);
+      // Only the append that crosses the threshold (reservations are contiguous) looks.
+      if (offset < this.prefetchBytes && offset + size >= this.prefetchBytes) this.prefetch();
+      return new BlobHandle(head, offset, length, generation, Date.now());
+    }
+    throw new ShmStateError(
+      ErrorCode.BUSY,
+      `append to blob store ${JSON.stringify(this.name)} kept losing races for 1000 attempts`,
+    );
+  }
+
+  private rollForAppend(head: number, length: number): void {
+    try {
+      this.roll(head, length);
+    } catch (err) {
+      if (err instanceof ShmError && err.code === ErrorCode.FULL) Atomics.add(this.i32, FULL_OFFSET >> 2, 1);
+      throw err;
+    }
+  }
+
+  /**
+   * Moves the write head on from `head` (full, sealed or retired): to a prefetched chunk if
+   * there is one, else to a new one. Seals `head` once the head has moved. Losing the race to
+   * another roller is fine (the caller retries).
+   */
+  private roll(head: number, length: number): void {
+    let next = this.takeReady();
+    if (next < 0) next = this.createChunk(ChunkState.ACTIVE, length);
+    if (Atomics.compareExchange(this.i32, WRITE_HEAD_OFFSET >> 2, head, next) !== head) {
+      // Another process moved the head first: keep ours as the prefetched chunk.
+      this.casState(next, ChunkState.ACTIVE, ChunkState.READY);
+      return;
+    }
+    if (head < 0 || head >= this.maxChunks) return;
+    const generation = this.generationAt(head);
+    const m = this.stateOf(head) === ChunkState.ACTIVE ? this.mapChunk(head, generation) : null;
+    // SYNC POINT: `sealed` before the table says SEALED (see append()).
+    if (m !== null) Atomics.store(m.i32, SEALED_OFFSET >> 2, 1);
+    this.casState(head, ChunkState.ACTIVE, ChunkState.SEALED);
+  }
+
+  /** Takes a prefetched chunk (READY -> ACTIVE); -1 if there is none. */
+  private takeReady(): number {
+    for (let i = 0; i < this.maxChunks; i++)
+      if (this.stateOf(i) === ChunkState.READY && this.casState(i, ChunkState.READY, ChunkState.ACTIVE)) return i;
+    return -1;
+  }
+
+  private hasReady(): boolean {
+    for (let i = 0; i < this.maxChunks; i++) if (this.stateOf(i) === ChunkState.READY) return true;
+    return false;
+  }
+
+  /** Creates the next chunk ahead of need, once, by one process at a time. Never throws. */
+  private prefetch(): void {
+    if (this.hasReady()) return;
+    const flag = PREFETCHING_OFFSET >> 2;
+    const seen = Atomics.load(this.i32, flag);
+    if (seen !== 0 && ageOf(seen >>> 0) < PREFETCH_STALE_MS) return;
+    if (Atomics.compareExchange(this.i32, flag, seen, stamp() | 0) !== seen) return;
+    try {
+      if (!this.hasReady()) this.createChunk(ChunkState.READY, 0);
+    } catch {
+      // A prefetch that cannot be done now (full, no space) is retried by the append that needs it.
+    } finally {
+      Atomics.store(this.i32, flag, 0);
+    }
+  }
+
+  /** Creates a chunk file in a free table entry, in state `state`. SHM_ERR_FULL when none is free. */
+  private createChunk(state: number, length: number): number {
+    let index = -1;
+    for (let i = 0; i < this.maxChunks; i++)
+      if (this.stateOf(i) === ChunkState.FREE && this.casState(i, ChunkState.FREE, ChunkState.CREATING)) {
+        index = i;
+        break;
+      }
+    if (index < 0)
+      throw new ShmStateError(
+        ErrorCode.FULL,
+        `blob store ${JSON.stringify(this.name)} is full: all ${this.maxChunks} chunks are in use (acknowledge and clean up, or raise maxChunks)`,
+        { details: { name: this.name, maxChunks: this.maxChunks, length } },
+      );
+    const i32 = this.i32;
+    const generation = (Atomics.add(i32, NEXT_GENERATION_OFFSET >> 2, 1) + 1) >>> 0;
+    Atomics.store(i32, this.tableIndex(index, ENTRY_CREATOR_PID_OFFSET), process.pid);
+    Atomics.store(i32, this.tableIndex(index, ENTRY_CREATOR_START_OFFSET), selfStartTime() | 0);
+    Atomics.store(i32, this.tableIndex(index, ENTRY_CREATED_OFFSET), stamp() | 0);
+    Atomics.store(i32, this.tableIndex(index, ENTRY_GENERATION_OFFSET), generation | 0);
+    let seg: Segment;
+    try {
+      seg = Segment.create(
+        chunkName(this.name, generation),
+        Kind.BLOB_CHUNK,
+        chunkFileLength(this.capacity),
+        CHUNK_PARAMS_LENGTH,
+        ({ dv }) => {
+          dv.setUint32(CHUNK_PROTOCOL_OFFSET, BLOB_PROTOCOL_VERSION, true);
+          dv.setUint32(CHUNK_GENERATION_OFFSET, generation, true);
+          dv.setUint32(CHUNK_INDEX_OFFSET, index, true);
+          dv.setUint32(CHUNK_CAPACITY_OFFSET, this.capacity, true);
+          dv.setUint32(CHUNK_DATA_OFFSET_OFFSET, CHUNK_DATA_OFFSET, true);
+        },
+        { dir: this.dir, mode: this.mode },
+      );
+    } catch (err) {
+      Atomics.store(i32, this.tableIndex(index, ENTRY_STATE_OFFSET), ChunkState.FREE);
+      throw err;
+    }
+    const old = this.mapped[index];
+    if (old !== undefined) this.retire(old);
+    this.adopt(seg, index, generation);
+    // SYNC POINT: the file exists (and the generation is stored) before the state says so.
+    Atomics.store(i32, this.tableIndex(index, ENTRY_STATE_OFFSET), state);
+    return index;
+  }
+
+  // ---------------------------------------------------------------- reading
+
+  /** The mapping and entry position named by `h`, or null if the handle names no live entry. */
+  private locate(h: BlobHandle): { m: ChunkMapping; at: number; header: number } | null {
+    if (!(h instanceof BlobHandle))
+      throw new ShmArgumentError(
+        ErrorCode.INVALID_ARGUMENT,
+        'expected a BlobHandle (BlobHandle.fromBytes() makes one)',
+      );
+    const { chunk, offset, size, generation } = h;
+    if (!Number.isInteger(chunk) || chunk < 0 || chunk >= this.maxChunks) return null;
+    if (!Number.isInteger(offset) || offset < 0 || offset % 8 !== 0 || size < 1) return null;
+    if (!this.live(chunk, generation)) return null;
+    const m = this.mapChunk(chunk, generation);
+    if (m === null) return null;
+    const used = Atomics.load(m.i32, USED_OFFSET >> 2) >>> 0;
+    if (offset + ENTRY_BITMAP_OFFSET > used) return null;
+    const at = CHUNK_DATA_OFFSET + offset;
+    const dv = m.seg.views.dv;
+    const recipients = dv.getUint32(at + ENTRY_RECIPIENTS_OFFSET, true);
+    if (
+      dv.getUint32(at + ENTRY_LENGTH_OFFSET, true) !== size ||
+      dv.getUint32(at + ENTRY_CHECK_OFFSET, true) !== entryCheck(generation, offset, size) ||
+      recipients < 1 ||
+      recipients > MAX_RECIPIENTS ||
+      offset + entrySize(size, recipients) > used
+    )
+      return null;
+    return { m, at, header: entryHeaderLength(recipients) };
+  }
+
+  private live(chunk: number, generation: number): boolean {
+    const state = this.stateOf(chunk);
+    return (
+      this.generationAt(chunk) === generation >>> 0 && (state === ChunkState.ACTIVE || state === ChunkState.SEALED)
+    );
+  }
+
+  private expired(h: BlobHandle): boolean {
+    return Date.now() - h.timestamp > this.ttlMs;
+  }
+
+  /** A copy of the blob, or null if it expired, was freed, or `h` names no entry. Never wrong bytes. */
+  resolve(h: BlobHandle): Uint8Array | null {
+    this.assertOpen();
+    if (this.expired(h)) return null;
+    const where = this.locate(h);
+    if (where === null) return null;
+    const start = where.at + where.header;
+    const copy = where.m.u8.slice(start, start + h.size);
+    // Freed during the copy: the bytes came from a dead chunk, report it gone.
+    return this.live(h.chunk, h.generation) ? copy : null;
+  }
+
+  /**
+   * The blob in place, under a lease: cleanup does not free its chunk until release() (or
+   * until leaseTimeoutMs). Null like resolve().
+   */
+  view(h: BlobHandle): BlobView | null {
+    this.assertOpen();
+    if (this.expired(h)) return null;
+    const where = this.locate(h);
+    if (where === null) return null;
+    const { m } = where;
+    const c = m.i32;
+    // SYNC POINT: pairs with cleanup(), which reads `leases` after it took the chunk to
+    // FREEING: either it sees our lease or we see the chunk going.
+    Atomics.add(c, LEASES_OFFSET >> 2, 1);
+    Atomics.store(c, LAST_LEASE_OFFSET >> 2, stamp() | 0);
+    if (!this.live(h.chunk, h.generation)) {
+      Atomics.sub(c, LEASES_OFFSET >> 2, 1);
+      return null;
+    }
+    m.leases++;
+    const start = where.at + where.header;
+    return new BlobView(m.u8.subarray(start, start + h.size), () => this.releaseLease(m));
+  }
+
+  private releaseLease(m: ChunkMapping): void {
+    if (!m.seg.closed) Atomics.sub(m.i32, LEASES_OFFSET >> 2, 1);
+    m.leases--;
+    if (m.retired && m.leases === 0) {
+      this.retiredLeased.delete(m);
+      m.seg.close();
+    }
+  }
+
+  /**
+   * Acknowledges the blob for `recipient` (0..recipients-1). True when this call counted;
+   * false for a repeated acknowledgement or a handle that names no live entry.
+   */
+  ack(h: BlobHandle, recipient = 0): boolean {
+    this.assertOpen();
+    const where = this.locate(h);
+    if (where === null) return false;
+    const { m, at } = where;
+    const recipients = m.seg.views.dv.getUint32(at + ENTRY_RECIPIENTS_OFFSET, true);
+    if (!Number.isInteger(recipient) || recipient < 0 || recipient >= recipients)
+      throw new ShmArgumentError(
+        ErrorCode.INVALID_ARGUMENT,
+        `recipient must be an integer in 0..${recipients - 1} for this blob, got ${recipient}`,
+      );
+    const word = (at + ENTRY_BITMAP_OFFSET + 4 * (recipient >>> 5)) >> 2;
+    const bit = 1 << (recipient & 31);
+    // The bit makes a repeated acknowledgement count nothing, from any process.
+    if ((Atomics.or(m.i32, word, bit) & bit) !== 0) return false;
+    if (Atomics.sub(m.i32, (at + ENTRY_REMAINING_OFFSET) >> 2, 1) === 1) Atomics.add(m.i32, ACKED_OFFSET >> 2, 1);
+    return true;
+  }
+
+  // ---------------------------------------------------------------- freeing
+
+  /**
+   * Frees what can be freed now: sealed chunks whose entries every recipient acknowledged
+   * (after decayMs) and chunks whose oldest entry is older than ttlMs (an active one is
+   * retired first). Returns how many chunks it freed. Any process may run it.
+   */
+  cleanup(): number {
+    this.assertOpen();
+    let freed = 0;
+    for (let i = 0; i < this.maxChunks; i++) {
+      const state = this.stateOf(i);
+      if (state === ChunkState.CREATING) this.reclaimCreating(i);
+      else if (state === ChunkState.ACTIVE) this.retireIfExpired(i);
+      if (this.stateOf(i) === ChunkState.SEALED && this.tryFree(i)) freed++;
+    }
+    return freed;
+  }
+
+  private firstWriteAge(m: ChunkMapping): number {
+    const first = Atomics.load(m.i32, FIRST_WRITE_OFFSET >> 2) >>> 0;
+    return first === 0 ? -1 : ageOf(first);
+  }
+
+  private retireIfExpired(index: number): void {
+    const generation = this.generationAt(index);
+    const m = this.mapChunk(index, generation);
+    if (m === null || this.firstWriteAge(m) <= this.ttlMs) return;
+    if (Atomics.load(this.i32, WRITE_HEAD_OFFSET >> 2) !== index) {
+      // Active but no longer the head (a roller between its two steps): seal it.
+      Atomics.store(m.i32, SEALED_OFFSET >> 2, 1);
+      this.casState(index, ChunkState.ACTIVE, ChunkState.SEALED);
+      return;
+    }
+    try {
+      this.roll(index, 0);
+    } catch {
+      // No chunk to move to (full): the expired chunk stays active until one is freed.
+    }
+  }
+
+  /** A CREATING entry whose creator died mid-creation: remove its file, free the entry. */
+  private reclaimCreating(index: number): void {
+    const pid = Atomics.load(this.i32, this.tableIndex(index, ENTRY_CREATOR_PID_OFFSET));
+    const start = Atomics.load(this.i32, this.tableIndex(index, ENTRY_CREATOR_START_OFFSET));
+    const now = processStartTime(pid);
+    if (now >= 0 && (now | 0) === start) return; // the creator is alive: still creating
+    const generation = this.generationAt(index);
+    if (!this.casState(index, ChunkState.CREATING, ChunkState.FREEING)) return;
+    removeIfOwnerDead(this.chunkPath(generation));
+    Atomics.store(this.i32, this.tableIndex(index, ENTRY_STATE_OFFSET), ChunkState.FREE);
+  }
+
+  private tryFree(index: number): boolean {
+    const generation = this.generationAt(index);
+    const m = this.mapChunk(index, generation);
+    let ttl = false;
+    if (m !== null) {
+      const c = m.i32;
+      ttl = this.firstWriteAge(m) > this.ttlMs;
+      if (!ttl) {
+        if (Atomics.load(c, WRITERS_OFFSET >> 2) > 0) return false;
+        // Sealed and no appender inside: `entries` is final (an empty chunk counts as acknowledged).
+        if (Atomics.load(c, ACKED_OFFSET >> 2) < Atomics.load(c, ENTRIES_OFFSET >> 2)) {
+          Atomics.store(c, EMPTY_SINCE_OFFSET >> 2, 0);
+          return false;
+        }
+        let since = Atomics.load(c, EMPTY_SINCE_OFFSET >> 2) >>> 0;
+        if (since === 0) {
+          since = stamp();
+          Atomics.compareExchange(c, EMPTY_SINCE_OFFSET >> 2, 0, since | 0);
+          since = Atomics.load(c, EMPTY_SINCE_OFFSET >> 2) >>> 0;
+        }
+        if (ageOf(since) < this.decayMs) return false;
+      }
+    }
+    if (!this.casState(index, ChunkState.SEALED, ChunkState.FREEING)) return false;
+    if (m !== null) {
+      const leases = Atomics.load(m.i32, LEASES_OFFSET >> 2);
+      const lastLease = Atomics.load(m.i32, LAST_LEASE_OFFSET >> 2) >>> 0;
+      if (leases > 0 && ageOf(lastLease) < this.leaseTimeoutMs) {
+        Atomics.store(this.i32, this.tableIndex(index, ENTRY_STATE_OFFSET), ChunkState.SEALED);
+        return false;
+      }
+    }
+    try {
+      unlinkSync(this.chunkPath(generation));
+    } catch {}
+    const current = this.mapped[index];
+    if (current !== undefined && current.generation === generation) this.retire(current);
+    Atomics.store(this.i32, this.tableIndex(index, ENTRY_STATE_OFFSET), ChunkState.FREE);
+    Atomics.add(this.i32, FREED_OFFSET >> 2, 1);
+    if (ttl) Atomics.add(this.i32, EXPIRED_OFFSET >> 2, 1);
+    return true;
+  }
+
+  /** Runs cleanup() every `intervalMs` (an unref'd timer: it does not keep the process alive). */
+  startCleanup(intervalMs: number): void {
+    this.assertOpen();
+    checkRange('intervalMs', intervalMs, 1, MAX_MS);
+    this.stopCleanup();
+    this.timer = setInterval(() => {
+      try {
+        this.cleanup();
+      } catch {
+        // A failing cleanup (e.g. a chunk file corrupted by another process) is retried next tick.
+      }
+    }, intervalMs);
+    this.timer.unref();
+  }
+
+  stopCleanup(): void {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  // ---------------------------------------------------------------- inspection
+
+  /** Paths of the chunk files alive now, per the control table. */
+  chunkFiles(): string[] {
+    this.assertOpen();
+    const out: string[] = [];
+    for (let i = 0; i < this.maxChunks; i++) {
+      const state = this.stateOf(i);
+      if (state === ChunkState.READY || state === ChunkState.ACTIVE || state === ChunkState.SEALED)
+        out.push(this.chunkPath(this.generationAt(i)));
+    }
+    return out;
+  }
+
+  stats(): BlobStoreStats {
+    this.assertOpen();
+    let chunks = 0;
+    for (let i = 0; i < this.maxChunks; i++) if (this.stateOf(i) !== ChunkState.FREE) chunks++;
+    const i32 = this.i32;
+    return {
+      chunks,
+      active: Atomics.load(i32, WRITE_HEAD_OFFSET >> 2),
+      appends: Atomics.load(i32, APPENDS_OFFSET >> 2) >>> 0,
+      freed: Atomics.load(i32, FREED_OFFSET >> 2) >>> 0,
+      expired: Atomics.load(i32, EXPIRED_OFFSET >> 2) >>> 0,
+      full: Atomics.load(i32, FULL_OFFSET >> 2) >>> 0,
+    };
+  }
+
+  /**
+   * Closes this process's side. The creator's close removes every file of the store (other
+   * processes' mappings stay readable until they close; their appends then fail with
+   * SHM_ERR_PEER_CLOSED); an attacher's close removes nothing. Idempotent.
+   */
+  close(): void {
+    if (this.closedByUs) return;
+    this.closedByUs = true;
+    this.stopCleanup();
+    creators.delete(this);
+    if (this.isCreator) {
+      Atomics.store(this.i32, STORE_CLOSED_OFFSET >> 2, 1);
+      for (let i = 0; i < this.maxChunks; i++)
+        if (this.stateOf(i) !== ChunkState.FREE)
+          try {
+            unlinkSync(this.chunkPath(this.generationAt(i)));
+          } catch {}
+      removeChunkFiles(this.dir, this.name);
+      this.control.unlinkIfCurrent();
+    }
+    for (const m of this.mapped) m?.seg.close();
+    for (const m of this.retiredLeased) m.seg.close();
+    this.retiredLeased.clear();
+    this.mapped.fill(undefined);
+    this.control.close();
+  }
+}
+
+/** Removes every chunk file (and half-created one) of store `name` in `dir`. Returns how many. */
+function removeChunkFiles(dir: string, name: string): number {
+  const pattern = chunkFilePattern(name);
+  let entries: string[];
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    return 0;
+  }
+  let removed = 0;
+  for (const entry of entries)
+    if (pattern.test(entry))
+      try {
+        unlinkSync(join(dir, entry));
+        removed++;
+      } catch {}
+  return removed;
+}
