@@ -227,7 +227,8 @@ export class BlobStore {
   /** Largest payload one append (with up to 32 recipients) takes. */
   readonly maxAppend: number;
   private readonly i32: Int32Array;
-  private readonly dir: string;
+  /** Directory of the store's files. */
+  readonly dir: string;
   private readonly mode: number | undefined;
   private readonly mapped: (ChunkMapping | undefined)[];
   /** Old mappings still leased here. */

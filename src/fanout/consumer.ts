@@ -23,10 +23,19 @@
  */
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
+import { BlobHandle } from '../blob/handle.js';
+import { BlobStore, type BlobView } from '../blob/store.js';
 import { Channel, type ChannelReceiver, type WaitStrategy } from '../channel/channel.js';
 import { nanosSince } from '../core/clock.js';
 import { Histogram, type HistogramSnapshot } from '../core/histogram.js';
-import { ErrorCode, ShmArgumentError, type ShmError, ShmStateError, ShmTimeoutError } from '../errors.js';
+import {
+  ErrorCode,
+  ShmArgumentError,
+  type ShmError,
+  ShmFrameError,
+  ShmStateError,
+  ShmTimeoutError,
+} from '../errors.js';
 import { MAX_CONTROL_FRAME, MAX_KEY_LENGTH, READY_FD_COUNT, SENDER_NANOS_OFFSET, Tag } from '../layout/fanout.js';
 import { native, type PollHandle } from '../native/binding.js';
 import {
@@ -127,6 +136,8 @@ interface Ready {
   capacity: number;
   ringName: string;
   ringDir: string;
+  blobStore: string;
+  blobDir: string;
   ringFd: number;
   eventFd: number;
   splitter: ControlSplitter;
@@ -235,6 +246,8 @@ async function handshake(path: string, name: string, timeoutMs: number, maxFrame
     const capacity = r.u32('capacity');
     const ringName = r.string('ringName');
     const ringDir = r.string('ringDir');
+    const blobStore = r.string('blobStore');
+    const blobDir = r.string('blobDir');
     r.end();
     if (fds.length !== READY_FD_COUNT)
       throw protocolError(`READY came with ${fds.length} file descriptors, expected ${READY_FD_COUNT}`);
@@ -246,6 +259,8 @@ async function handshake(path: string, name: string, timeoutMs: number, maxFrame
       capacity,
       ringName,
       ringDir,
+      blobStore,
+      blobDir,
       ringFd,
       eventFd,
       splitter,
@@ -274,13 +289,20 @@ export class Consumer<T = FanoutMessage> extends EventEmitter implements AsyncIt
   private readonly histogram = new Histogram();
   private readonly counts = { received: 0, bytes: 0, rejected: 0, reconnects: 0 };
   private readonly decode: (frame: Uint8Array) => T;
+  /** The sender's blob store as READY named it, attached on the first blob frame. */
+  private blobSource: { name: string; dir: string } | null = null;
+  private blobs: BlobStore | null = null;
+  /** The blob behind the last message handed out: released and acknowledged at the next one. */
+  private held: { view: BlobView; handle: BlobHandle; recipient: number } | null = null;
 
   private constructor(
     readonly path: string,
     private readonly options: ConsumerOptions<T>,
   ) {
     super();
-    this.decode = options.decode ?? (decodeMessage as unknown as (frame: Uint8Array) => T);
+    this.decode =
+      options.decode ??
+      ((frame: Uint8Array) => decodeMessage(frame, undefined, (ref, rawLength) => this.viewBlob(ref, rawLength)) as T);
     this.on('newListener', (event) => {
       if (event === 'message' && !this.pumping) queueMicrotask(() => this.pump());
     });
@@ -345,6 +367,7 @@ export class Consumer<T = FanoutMessage> extends EventEmitter implements AsyncIt
     const ring: RingEntry = { rx, eventFd: ready.eventFd, dv: null, linkGone: false };
     this.rings.push(ring);
     this.consumerIdValue = ready.consumerId;
+    this.blobSource = ready.blobStore === '' ? null : { name: ready.blobStore, dir: ready.blobDir };
     const socket = new net.Socket({ fd: ready.fd, readable: true, writable: true });
     const link: Link = { socket, splitter: ready.splitter, ring, pingTimer: null, pending: new Map(), verdict: null };
     this.link = link;
@@ -571,8 +594,43 @@ export class Consumer<T = FanoutMessage> extends EventEmitter implements AsyncIt
     entry.eventFd = -1;
   }
 
+  /** A blob frame's payload: the blob in place, held until the next message (then acknowledged). */
+  private viewBlob(ref: Uint8Array, rawLength: number): Uint8Array {
+    const source = this.blobSource;
+    if (source === null)
+      throw new ShmFrameError(ErrorCode.CORRUPT, 'a blob frame from a sender that named no blob store');
+    this.blobs ??= BlobStore.attach(source.name, { dir: source.dir });
+    const handle = BlobHandle.readFrom(ref, 0);
+    const recipient = new DataView(ref.buffer, ref.byteOffset).getUint32(24, true);
+    if (handle.size !== rawLength)
+      throw new ShmFrameError(ErrorCode.CORRUPT, `blob frame: handle of ${handle.size} bytes, frame says ${rawLength}`);
+    const view = this.blobs.view(handle);
+    if (view === null)
+      throw new ShmFrameError(
+        ErrorCode.NOT_FOUND,
+        `blob frame: the blob is gone from store ${JSON.stringify(source.name)} (expired or freed before it was read)`,
+        { details: { store: source.name, chunk: handle.chunk, generation: handle.generation } },
+      );
+    this.held = { view, handle, recipient };
+    return view.data;
+  }
+
+  /** Releases and acknowledges the blob behind the previous message, if any. */
+  private releaseHeld(): void {
+    const held = this.held;
+    if (held === null) return;
+    this.held = null;
+    held.view.release();
+    try {
+      this.blobs?.ack(held.handle, held.recipient);
+    } catch {
+      // A hostile recipient index: nothing to acknowledge.
+    }
+  }
+
   /** Decodes one frame; undefined if the decoder rejected it (counted, 'rejected' emitted). */
   private deliver(entry: RingEntry, frame: Uint8Array): T | undefined {
+    this.releaseHeld();
     let m: T;
     try {
       m = this.decode(frame);
@@ -709,6 +767,9 @@ export class Consumer<T = FanoutMessage> extends EventEmitter implements AsyncIt
       }
     }
     for (const entry of [...this.rings]) this.retire(entry);
+    this.releaseHeld();
+    this.blobs?.close();
+    this.blobs = null;
     this.notify();
   }
 }

@@ -17,6 +17,8 @@
 import { writeNanos } from '../core/clock.js';
 import { ErrorCode, ShmFrameError } from '../errors.js';
 import {
+  BLOB_REF_LENGTH,
+  FLAG_BLOB,
   FLAG_LZ4,
   FLAGS_OFFSET,
   FRAME_HEADER_LENGTH,
@@ -77,13 +79,23 @@ export class FrameEncoder {
 
   constructor(private readonly compress = true) {}
 
-  /** Encodes and stamps one frame; returns a view valid until the next encode(). */
-  encode(kind: number, key: Uint8Array | null, group: Uint8Array | null, payload: Uint8Array): Uint8Array {
+  /**
+   * Encodes and stamps one frame; returns a view valid until the next encode(). With
+   * `blobLength` >= 0 it is a blob frame: `payload` is the reference (BLOB_REF_LENGTH bytes,
+   * the recipient index last, for the caller to patch per consumer) to `blobLength` bytes.
+   */
+  encode(
+    kind: number,
+    key: Uint8Array | null,
+    group: Uint8Array | null,
+    payload: Uint8Array,
+    blobLength = -1,
+  ): Uint8Array {
     const keyLength = key?.length ?? 0;
     const groupLength = group?.length ?? 0;
     let wire = payload;
-    let flags = 0;
-    if (this.compress && payload.length >= COMPRESS_MIN_BYTES) {
+    let flags = blobLength >= 0 ? FLAG_BLOB : 0;
+    if (flags === 0 && this.compress && payload.length >= COMPRESS_MIN_BYTES) {
       const block = maybeCompress(payload);
       if (block !== null) {
         wire = block;
@@ -108,7 +120,7 @@ export class FrameEncoder {
     dv.setUint8(FLAGS_OFFSET, flags);
     dv.setUint16(KEY_LENGTH_OFFSET, keyLength, true);
     dv.setUint16(GROUP_LENGTH_OFFSET, groupLength, true);
-    dv.setUint32(RAW_LENGTH_OFFSET, payload.length, true);
+    dv.setUint32(RAW_LENGTH_OFFSET, blobLength >= 0 ? blobLength : payload.length, true);
     dv.setUint32(WIRE_LENGTH_OFFSET, wire.length, true);
     let at = FRAME_HEADER_LENGTH;
     if (key !== null && keyLength > 0) {
@@ -128,8 +140,17 @@ function bad(code: (typeof ErrorCode)[keyof typeof ErrorCode], message: string, 
   return new ShmFrameError(code, `fan-out frame: ${message}`, { details });
 }
 
-/** Decodes a generic message frame (see the module doc for what is a view and what throws). */
-export function decodeMessage(frame: Uint8Array, maxPayload = 0x7fffffff): FanoutMessage {
+/**
+ * Turns a blob frame's reference (BLOB_REF_LENGTH bytes) into the blob's bytes (`rawLength` of
+ * them); throws a ShmError when the blob is gone.
+ */
+export type BlobResolver = (ref: Uint8Array, rawLength: number) => Uint8Array;
+
+/**
+ * Decodes a generic message frame (see the module doc for what is a view and what throws).
+ * Blob frames need `blobs` (the consumer passes one bound to the sender's store).
+ */
+export function decodeMessage(frame: Uint8Array, maxPayload = 0x7fffffff, blobs?: BlobResolver): FanoutMessage {
   if (frame.length < FRAME_HEADER_LENGTH)
     throw bad(ErrorCode.TRUNCATED, `${frame.length} bytes, shorter than the ${FRAME_HEADER_LENGTH}-byte header`);
   const dv = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
@@ -143,7 +164,8 @@ export function decodeMessage(frame: Uint8Array, maxPayload = 0x7fffffff): Fanou
   if (tag !== TAG_MESSAGE)
     throw bad(ErrorCode.CORRUPT, `tag ${tag}, expected ${TAG_MESSAGE}`, { found: tag, expected: TAG_MESSAGE });
   const flags = dv.getUint8(FLAGS_OFFSET);
-  if ((flags & ~FLAG_LZ4) !== 0) throw bad(ErrorCode.CORRUPT, `unknown flag bits 0x${flags.toString(16)}`);
+  if ((flags & ~(FLAG_LZ4 | FLAG_BLOB)) !== 0 || flags === (FLAG_LZ4 | FLAG_BLOB))
+    throw bad(ErrorCode.CORRUPT, `unknown flag bits 0x${flags.toString(16)}`);
   const keyLength = dv.getUint16(KEY_LENGTH_OFFSET, true);
   const groupLength = dv.getUint16(GROUP_LENGTH_OFFSET, true);
   if (keyLength > MAX_KEY_LENGTH || groupLength > MAX_KEY_LENGTH)
@@ -168,7 +190,12 @@ export function decodeMessage(frame: Uint8Array, maxPayload = 0x7fffffff): Fanou
   let payload = wire;
   const compressed = (flags & FLAG_LZ4) !== 0;
   if (compressed) payload = decompressBlock(wire, rawLength);
-  else if (wireLength !== rawLength)
+  else if ((flags & FLAG_BLOB) !== 0) {
+    if (wireLength !== BLOB_REF_LENGTH)
+      throw bad(ErrorCode.CORRUPT, `blob reference of ${wireLength} bytes (expected ${BLOB_REF_LENGTH})`);
+    if (blobs === undefined) throw bad(ErrorCode.CORRUPT, 'a blob frame, but this decoder has no blob store');
+    payload = blobs(wire, rawLength);
+  } else if (wireLength !== rawLength)
     throw bad(ErrorCode.CORRUPT, `uncompressed payload of ${wireLength} bytes declares ${rawLength}`);
   return new FanoutMessage(
     dv.getUint8(KIND_OFFSET),

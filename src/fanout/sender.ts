@@ -27,6 +27,8 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { chmodSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
+import type { BlobHandle } from '../blob/handle.js';
+import { BlobStore } from '../blob/store.js';
 import { Channel, type ChannelSender } from '../channel/channel.js';
 import {
   ErrorCode,
@@ -38,7 +40,7 @@ import {
   ShmSystemError,
 } from '../errors.js';
 import { MAX_CAPACITY, MIN_CAPACITY } from '../layout/channel.js';
-import { MAX_CONTROL_FRAME, MAX_KEY_LENGTH, Tag } from '../layout/fanout.js';
+import { BLOB_REF_LENGTH, MAX_CONTROL_FRAME, MAX_KEY_LENGTH, Tag } from '../layout/fanout.js';
 import { native } from '../native/binding.js';
 import { segmentDir } from '../segment/names.js';
 import {
@@ -77,6 +79,15 @@ export interface SenderOptions {
   compress?: boolean;
   /** How long a new connection has to say HELLO (default 5000 ms). */
   handshakeTimeoutMs?: number;
+  /**
+   * A blob store (BlobStore.create) for large payloads: a payload of at least blobThreshold
+   * bytes is appended to it once and only its 24-byte handle goes into each matching
+   * consumer's ring (the consumers read it in place and acknowledge it). The store stays the
+   * caller's (the sender does not close it).
+   */
+  blobs?: BlobStore;
+  /** Smallest payload sent through `blobs` (default 65536). */
+  blobThreshold?: number;
 }
 
 /** What publish() takes. Strings are UTF-8 encoded. */
@@ -120,6 +131,10 @@ export interface SenderMetrics {
   compressedFrames: number;
   /** Raw bytes / wire bytes over the compressed frames (1 when none). */
   compressionRatio: number;
+  /** Messages written once into the blob store (their handles dispatched). */
+  blobMessages: number;
+  /** Messages at or over blobThreshold copied into the rings because the store could not take them (full, no space). */
+  blobFallbacks: number;
   perConsumer: ConsumerInfo[];
 }
 
@@ -159,10 +174,14 @@ class Connection {
 
 export class Sender extends EventEmitter {
   private readonly server: net.Server;
-  private readonly options: Required<Omit<SenderOptions, 'allowUids' | 'kinds' | 'dir'>> & {
+  private readonly options: Required<Omit<SenderOptions, 'allowUids' | 'kinds' | 'dir' | 'blobs'>> & {
     allowUids: readonly number[] | null;
     dir: string | undefined;
+    blobs: BlobStore | null;
   };
+  /** Consumers matched by the message being published through the blob store. */
+  private readonly matched: Connection[] = [];
+  private readonly blobRef = new Uint8Array(BLOB_REF_LENGTH);
   private readonly modes: KindMode[] = new Array(256).fill('filtered');
   private readonly connections = new Set<Connection>();
   /** Connections in the ready state, in connection order (the dispatch list). */
@@ -180,6 +199,8 @@ export class Sender extends EventEmitter {
     unmatched: 0,
     refused: 0,
     disconnects: 0,
+    blobMessages: 0,
+    blobFallbacks: 0,
     evictions: { 'ring-full': 0, idle: 0, protocol: 0, 'too-many-keys': 0 } as Record<EvictReason, number>,
   };
 
@@ -198,6 +219,8 @@ export class Sender extends EventEmitter {
       maxControlFrame: options.maxControlFrame ?? MAX_CONTROL_FRAME,
       compress: options.compress ?? true,
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? 5000,
+      blobs: options.blobs ?? null,
+      blobThreshold: options.blobThreshold ?? 65536,
     };
     for (const [kind, mode] of Object.entries(options.kinds ?? {})) this.modes[Number(kind)] = mode;
     this.encoder = new FrameEncoder(this.options.compress);
@@ -378,6 +401,8 @@ export class Sender extends EventEmitter {
         .u32(this.options.capacity)
         .string(ringName)
         .string(segmentDir(this.options.dir))
+        .string(this.options.blobs?.name ?? '')
+        .string(this.options.blobs?.dir ?? '')
         .finish();
       const sent = n.sendFds(conn.fd, ready, [passFd, eventFd]);
       if (sent !== ready.length) throw new Error(`READY was cut short (${sent} of ${ready.length} bytes)`);
@@ -487,8 +512,82 @@ export class Sender extends EventEmitter {
       this.counters.unmatched++;
       return 0;
     }
+    if (this.options.blobs !== null && message.payload.length >= this.options.blobThreshold) {
+      const reached = this.publishBlob(this.options.blobs, kind, key, group, message.payload);
+      if (reached >= 0) return reached;
+    }
     const frame = this.encoder.encode(kind, key, group, message.payload);
     return this.dispatch(kind, key, group, frame);
+  }
+
+  /**
+   * Appends the payload to the blob store once (one recipient per matching consumer) and
+   * puts its handle into each matching ring, patching the recipient index per consumer.
+   * Returns consumers reached, or -1 when the store cannot take it (the caller copies instead).
+   */
+  private publishBlob(
+    store: BlobStore,
+    kind: number,
+    key: Uint8Array | null,
+    group: Uint8Array | null,
+    payload: Uint8Array,
+  ): number {
+    if (this.closed) throw new ShmStateError(ErrorCode.CLOSED, 'the sender is closed');
+    const mode = this.modes[kind];
+    const mk = this.key;
+    mk.set(key, group);
+    const matched = this.matched;
+    matched.length = 0;
+    for (const conn of this.live) if (conn.filter.matches(mode, kind, mk)) matched.push(conn);
+    if (matched.length === 0) {
+      this.counters.published++;
+      this.counters.unmatched++;
+      return 0;
+    }
+    let handle: BlobHandle;
+    try {
+      handle = store.append(payload, { recipients: matched.length });
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code !== ErrorCode.FULL && code !== ErrorCode.NO_SPACE && code !== ErrorCode.TOO_LARGE) throw err;
+      this.counters.blobFallbacks++;
+      return -1;
+    }
+    this.counters.published++;
+    this.counters.blobMessages++;
+    handle.writeTo(this.blobRef, 0);
+    const frame = this.encoder.encode(kind, key, group, this.blobRef, payload.length);
+    const indexAt = frame.byteOffset + frame.length - 4;
+    const dv = new DataView(frame.buffer);
+    let delivered = 0;
+    let full: Connection[] | null = null;
+    for (let i = 0; i < matched.length; i++) {
+      const conn = matched[i];
+      dv.setUint32(indexAt, i, true);
+      let sent: boolean;
+      try {
+        sent = (conn.ring as ChannelSender).trySend(frame);
+      } catch {
+        sent = false;
+      }
+      if (sent) {
+        conn.delivered++;
+        conn.bytes += frame.length;
+        delivered++;
+      } else {
+        // It will never acknowledge: do it for it, so the blob can still be freed early.
+        store.ack(handle, i);
+        full ??= [];
+        full.push(conn);
+      }
+    }
+    matched.length = 0;
+    if (full !== null)
+      for (const conn of full)
+        this.evict(conn, 'ring-full', `the consumer's ring (${this.options.capacity} bytes) was full: it fell behind`);
+    this.counters.dispatched += delivered;
+    this.counters.dispatchedBytes += delivered * frame.length;
+    return delivered;
   }
 
   /**
@@ -613,6 +712,8 @@ export class Sender extends EventEmitter {
       disconnects: this.counters.disconnects,
       compressedFrames: e.compressedFrames,
       compressionRatio: e.compressedWireBytes === 0 ? 1 : e.compressedRawBytes / e.compressedWireBytes,
+      blobMessages: this.counters.blobMessages,
+      blobFallbacks: this.counters.blobFallbacks,
       perConsumer: this.consumers(),
     };
   }
@@ -664,6 +765,10 @@ function checkOptions(o: SenderOptions): void {
   }
   if (o.allowUids !== undefined && (!Array.isArray(o.allowUids) || !o.allowUids.every((u) => Number.isInteger(u))))
     throw bad('allowUids must be an array of integer uids');
+  if (o.blobs !== undefined && !(o.blobs instanceof BlobStore))
+    throw bad('blobs must be a BlobStore (BlobStore.create)');
+  const t = o.blobThreshold;
+  if (t !== undefined && (!Number.isInteger(t) || t < 1)) throw bad(`blobThreshold must be an integer >= 1, got ${t}`);
 }
 
 /** Removes a socket file nobody listens on; refuses (SHM_ERR_EXISTS) one that a live sender serves. */

@@ -11,8 +11,10 @@
  *  | ver=1  | tag=32 | senderNanos u64 (unix ns)     | kind   | flags  | keyLen  | groupLen| rawLen   | wireLen  | key, group, payload
  *  +--------+--------+-------------------------------+--------+--------+---------+---------+----------+----------+---...
  * ```
- * flags bit 0: the payload is an LZ4 block (wireLen bytes) of rawLen bytes; other bits are 0.
- * Uncompressed frames have wireLen == rawLen. Frame length == 24 + keyLen + groupLen + wireLen.
+ * flags bit 0: the payload is an LZ4 block (wireLen bytes) of rawLen bytes; bit 1: the payload
+ * is in a blob store (layout/blob.ts): wireLen == 28, a 24-byte blob handle then u32 recipient
+ * (this consumer's ack index), rawLen = the blob's size; other bits are 0 (and never both).
+ * Plain frames have wireLen == rawLen. Frame length == 24 + keyLen + groupLen + wireLen.
  *
  * Control frame (both directions on the unix socket):
  * ```
@@ -26,7 +28,8 @@
  *   u32 keyCount + byte strings, u32 groupCount + byte strings
  * - PING, BYE  (consumer -> sender) empty
  * - READY      (sender -> consumer, with 2 fds by SCM_RIGHTS: ring segment, eventfd)
- *   u32 consumerId, u32 idleTimeoutMs, u32 capacity, string ringName, string ringDir
+ *   u32 consumerId, u32 idleTimeoutMs, u32 capacity, string ringName, string ringDir,
+ *   string blobStore (name of the sender's blob store, empty: none), string blobDir
  * - ACK        (sender -> consumer) u32 requestId
  * - REFUSED    (sender -> consumer, then close) string reason, string message
  * - EVICTED    (sender -> consumer, then close) string reason, string message
@@ -51,6 +54,9 @@ export const WIRE_LENGTH_OFFSET = RAW_LENGTH_OFFSET + 4;
 export const FRAME_HEADER_LENGTH = WIRE_LENGTH_OFFSET + 4;
 
 export const FLAG_LZ4 = 1;
+export const FLAG_BLOB = 2;
+/** Wire bytes of a blob frame's payload: the handle and the recipient index. */
+export const BLOB_REF_LENGTH = 28;
 /** Keys and groups are at most this many bytes. */
 export const MAX_KEY_LENGTH = 1024;
 

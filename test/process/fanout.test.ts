@@ -21,6 +21,7 @@ import { afterEach, describe, test } from 'node:test';
 import { compressBlock } from '../../src/fanout/compress.js';
 import { ControlReader, ControlSplitter, ControlWriter, encodeFilterRequest } from '../../src/fanout/control.js';
 import {
+  BlobStore,
   Consumer,
   ErrorCode,
   type FanoutMessage,
@@ -1184,5 +1185,72 @@ describe('fan-out control protocol against a raw socket client', () => {
     );
     assert.equal(sut.publish({ kind: 1, key: 'live', payload: seqPayload(1) }), 1);
     await waitForSeq(child, 'live', 1);
+  });
+});
+
+describe('fan-out of large payloads through a blob store', () => {
+  test('a 4 MiB payload reaches 8 consumer processes identical, is stored once, and is freed after all acked', async () => {
+    const dir = privateDir();
+    const store = BlobStore.create(`fo-blob-${process.pid}`, { dir, chunkSize: (4 << 20) + 4096, decayMs: 0 });
+    cleanups.push(() => store.close());
+    // 64 KiB rings: the 4 MiB payload cannot have travelled through them.
+    const { sut, path } = await listen({ blobs: store, blobThreshold: 64 * 1024 });
+    const children = await Promise.all(
+      Array.from({ length: 8 }, () => connected(path, dir, { subscribe: { keys: ['big'] } })),
+    );
+    const seed = testSeed();
+    const random = prng(seed);
+    const payload = new Uint8Array(4 << 20);
+    for (let i = 0; i < payload.length; i += 4) payload[i] = random() & 0xff;
+    assert.equal(sut.publish({ kind: 1, key: 'big', payload }), 8, `seed ${seed}`);
+    const digest = sha256(payload);
+    for (const child of children) {
+      await child.waitFor((m) => (m.m as Got | undefined)?.len === payload.length, DEADLINE_MS);
+      const g = got(child)[0];
+      assert.equal(g.sha256, digest, `a consumer got different bytes (seed ${seed})`);
+      assert.equal(g.compressed, false);
+    }
+    const metrics = sut.metrics();
+    assert.equal(metrics.blobMessages, 1);
+    assert.ok(metrics.dispatchedBytes < 8 * 1024, `rings carried ${metrics.dispatchedBytes} bytes, not handles`);
+    assert.equal(store.stats().appends, 1, 'stored once');
+    const [blobChunk] = store.chunkFiles();
+    // Seal the blob's chunk (a full-chunk append goes to a new one); nobody acked yet.
+    store.ack(store.append(new Uint8Array(store.maxAppend)));
+    assert.equal(store.cleanup(), 0, 'freed before the consumers acknowledged');
+    // Each consumer acknowledges when it takes its next message.
+    assert.equal(sut.publish({ kind: 1, key: 'big', payload: utf8('next') }), 8);
+    for (const child of children) await child.waitFor((m) => (m.m as Got | undefined)?.len === 4, DEADLINE_MS);
+    assert.equal(store.cleanup(), 1, 'the blob chunk was not freed after all 8 acknowledged');
+    assert.ok(!existsSync(blobChunk) && !store.chunkFiles().includes(blobChunk), 'the chunk file is still there');
+    for (const child of children)
+      assert.deepEqual(
+        child.messages.filter((m) => m.event === 'rejected'),
+        [],
+      );
+  });
+
+  test('when the blob store is full the sender copies payloads into the rings instead, and every one arrives', async () => {
+    const dir = privateDir();
+    const store = BlobStore.create(`fo-blob-full-${process.pid}`, { dir, chunkSize: 1 << 20, maxChunks: 1 });
+    cleanups.push(() => store.close());
+    const { sut, path } = await listen({ blobs: store, blobThreshold: 1024, capacity: 1 << 16 });
+    const reader = await connected(path, dir, { subscribe: { keys: ['k'] } });
+    // A 2 KiB payload goes through the store; once the one 1 MiB chunk is full the sender
+    // copies payloads into the rings instead, and every one still arrives.
+    const payloads: Uint8Array[] = [];
+    for (let i = 0; i < 600; i++) {
+      const p = new Uint8Array(2048).fill(i & 0xff);
+      p[0] = i >> 8;
+      payloads.push(p);
+      sut.publish({ kind: 1, key: 'k', payload: p });
+      if (i % 16 === 15) await reader.waitFor(() => got(reader).length === i + 1, DEADLINE_MS);
+    }
+    await until(() => got(reader).length === payloads.length, 'all 600 messages');
+    const received = got(reader);
+    for (let i = 0; i < payloads.length; i++) assert.equal(received[i].sha256, sha256(payloads[i]), `message ${i}`);
+    const m = sut.metrics();
+    assert.ok(m.blobMessages > 0 && m.blobFallbacks > 0, JSON.stringify(m));
+    assert.equal(m.blobMessages + m.blobFallbacks, payloads.length);
   });
 });
