@@ -14,6 +14,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
+import blob from './cases/blob.mjs';
 import fanout from './cases/fanout.mjs';
 import floor from './cases/floor.mjs';
 import peers from './cases/peers.mjs';
@@ -63,6 +64,11 @@ function baselineOf(id) {
   if (kind === 'state') return 'memcpy.1m';
   // session.tput.1m vs the Channel's copy-out throughput at the same size (above 1: session ahead).
   if (kind === 'session' && impl === 'tput') return `tput.copy.${size}`;
+  // blob.append.4k / blob.resolve.4k vs memcpy.4k (bandwidth against the copy floor);
+  // blob.fanout.blob.8[.cpu] vs blob.fanout.ring.8[.cpu] (GB/s: above 1 blob ahead; CPU: below 1).
+  if (kind === 'blob' && (impl === 'append' || impl === 'resolve')) return `memcpy.${size}`;
+  if (kind === 'blob' && impl === 'fanout' && size === 'blob')
+    return ['blob', 'fanout', 'ring', ...id.split('.').slice(3)].join('.');
   // fanout.shmbus.8 vs fanout.uds.8 (throughput: above 1 is shmbus ahead), fanout.shmbus.8.latency
   // vs fanout.uds.8.latency (p50: below 1 is shmbus ahead; the p99 ratio is a target below).
   if (kind === 'fanout' && impl === 'shmbus') return ['fanout', 'uds', ...id.split('.').slice(2)].join('.');
@@ -99,6 +105,15 @@ function targets(byId) {
     ['session.tput.1m / tput.copy.1m (Channel)', ratio('session.tput.1m', 'tput.copy.1m'), 1.5, 'min'],
     ['session.tput.1m / tput.uds.1m', ratio('session.tput.1m', 'tput.uds.1m'), 10, 'min'],
     ['session.allocfree (ns)', v('session.allocfree'), 150, 'max'],
+    ['blob.append.4k / memcpy.4k', ratio('blob.append.4k', 'memcpy.4k'), 0.7, 'min'],
+    ['blob.append.64k / memcpy.64k', ratio('blob.append.64k', 'memcpy.64k'), 0.7, 'min'],
+    ['blob.append.1m / memcpy.1m', ratio('blob.append.1m', 'memcpy.1m'), 0.7, 'min'],
+    [
+      'blob fan-out sender CPU / per-ring copy (8 consumers)',
+      ratio('blob.fanout.blob.8.cpu', 'blob.fanout.ring.8.cpu'),
+      0.25,
+      'max',
+    ],
   ];
   return list.map(([name, value, limit, sense]) => ({
     name,
@@ -134,7 +149,7 @@ const median = (xs) => {
 };
 
 async function main() {
-  const all = [...floor, ...peers, ...shmbus, ...fanout, ...rpc, ...session].filter(
+  const all = [...floor, ...peers, ...shmbus, ...fanout, ...rpc, ...session, ...blob].filter(
     (c) => filter.test(c.id) && !(quick && c.skipQuick),
   );
   const ctx = {

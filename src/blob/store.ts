@@ -19,7 +19,8 @@
  * oldest entry is older than the TTL, acknowledged or not (consumers that crashed never ack);
  * never while a view holds a lease on it (until the lease timeout).
  */
-import { readdirSync, unlinkSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { readdirSync, renameSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, ShmArgumentError, ShmError, ShmFrameError, ShmSegmentError, ShmStateError } from '../errors.js';
 import {
@@ -151,7 +152,8 @@ export class BlobView {
 interface ChunkMapping {
   readonly seg: Segment;
   readonly index: number;
-  readonly generation: number;
+  /** Changes when this process recycles the chunk (recycle()). */
+  generation: number;
   readonly i32: Int32Array;
   readonly u8: Uint8Array;
   /** Views this process holds on it. */
@@ -169,6 +171,11 @@ const DEFAULTS = {
   leaseTimeoutMs: 30_000,
 };
 const MAX_MS = 0x7fff_ffff;
+/**
+ * Freed chunks kept (recycled, under a new generation) as prefetched ones, at most: enough for
+ * a producer whose consumers acknowledge a little behind it never to create files again.
+ */
+const SPARE_CHUNKS = 2;
 /** A prefetch flag older than this belongs to a process that died mid-creation. */
 const PREFETCH_STALE_MS = 10_000;
 
@@ -235,6 +242,7 @@ export class BlobStore {
   private readonly retiredLeased = new Set<ChunkMapping>();
   private readonly prefetchBytes: number;
   private timer: NodeJS.Timeout | null = null;
+  private unpublishedAppends = 0;
   private closedByUs = false;
 
   private constructor(
@@ -310,6 +318,9 @@ export class BlobStore {
         dv.setUint32(LEASE_TIMEOUT_OFFSET, leaseTimeoutMs, true);
         dv.setUint32(TABLE_OFFSET_OFFSET, TABLE_OFFSET, true);
         Atomics.store(i32, WRITE_HEAD_OFFSET >> 2, -1);
+        // Generations start at a random point: handles kept from an earlier store of this name
+        // (its creator crashed, the name was created again) must not name this store's chunks.
+        Atomics.store(i32, NEXT_GENERATION_OFFSET >> 2, randomBytes(4).readInt32LE(0));
       },
       { dir, mode: options.mode },
     );
@@ -493,7 +504,8 @@ export class BlobStore {
       );
     const i32 = this.i32;
     for (let attempt = 0; attempt < 1000; attempt++) {
-      if (Atomics.load(i32, STORE_CLOSED_OFFSET >> 2) !== 0)
+      // A plain read: the creator's close is seen at the next append at the latest.
+      if (i32[STORE_CLOSED_OFFSET >> 2] !== 0)
         throw new ShmStateError(
           ErrorCode.PEER_CLOSED,
           `blob store ${JSON.stringify(this.name)} was closed by its creator`,
@@ -503,20 +515,33 @@ export class BlobStore {
         this.rollForAppend(head, length);
         continue;
       }
-      const generation = this.generationAt(head);
-      if (this.stateOf(head) !== ChunkState.ACTIVE) {
-        // The head names a chunk that was retired (TTL) and not yet replaced.
-        this.rollForAppend(head, length);
-        continue;
+      // Fast path: the head chunk as this process last mapped it; the checks after `writers`
+      // (sealed, the chunk's own generation) prove it is still that chunk and still open.
+      let m = attempt === 0 ? this.mapped[head] : undefined;
+      const fast = m !== undefined;
+      let generation: number;
+      if (m !== undefined) generation = m.generation;
+      else {
+        generation = this.generationAt(head);
+        if (this.stateOf(head) !== ChunkState.ACTIVE) {
+          // The head names a chunk that was retired (TTL) and not yet replaced.
+          this.rollForAppend(head, length);
+          continue;
+        }
+        const mapped = this.mapChunk(head, generation);
+        if (mapped === null) continue;
+        m = mapped;
       }
-      const m = this.mapChunk(head, generation);
-      if (m === null) continue;
       const c = m.i32;
       // SYNC POINT: pairs with cleanup(), which reads `writers` after it saw the table say
       // SEALED (stored after `sealed`): either we see sealed = 1 or cleanup sees us writing.
       Atomics.add(c, WRITERS_OFFSET >> 2, 1);
       let offset = -1;
-      if (Atomics.load(c, SEALED_OFFSET >> 2) === 0) {
+      // A recycled chunk reopens under a new generation (recycle()): not the one we looked up.
+      if (
+        Atomics.load(c, SEALED_OFFSET >> 2) === 0 &&
+        Atomics.load(c, CHUNK_GENERATION_OFFSET >> 2) >>> 0 === generation
+      ) {
         let used = Atomics.load(c, USED_OFFSET >> 2);
         while (used + size <= this.capacity) {
           const seen = Atomics.compareExchange(c, USED_OFFSET >> 2, used, used + size);
@@ -529,7 +554,7 @@ export class BlobStore {
       }
       if (offset < 0) {
         Atomics.sub(c, WRITERS_OFFSET >> 2, 1);
-        this.rollForAppend(head, length);
+        if (!fast) this.rollForAppend(head, length);
         continue;
       }
       const at = CHUNK_DATA_OFFSET + offset;
@@ -538,10 +563,12 @@ export class BlobStore {
       dv.setUint32(at + ENTRY_CHECK_OFFSET, entryCheck(generation, offset, length), true);
       dv.setUint32(at + ENTRY_RECIPIENTS_OFFSET, recipients, true);
       dv.setInt32(at + ENTRY_REMAINING_OFFSET, recipients, true);
-      // The bitmap is zero: chunk files start zeroed and every byte is reserved once.
+      // A recycled chunk holds old bytes: clear the acknowledgement bits.
+      for (let w = 0, words = (recipients + 31) >>> 5; w < words; w++)
+        dv.setUint32(at + ENTRY_BITMAP_OFFSET + 4 * w, 0, true);
       m.u8.set(bytes, at + entryHeaderLength(recipients));
-      if (Atomics.load(c, FIRST_WRITE_OFFSET >> 2) === 0)
-        Atomics.compareExchange(c, FIRST_WRITE_OFFSET >> 2, 0, stamp());
+      // A plain read: a stale 0 only costs a compare-and-swap that fails.
+      if (c[FIRST_WRITE_OFFSET >> 2] === 0) Atomics.compareExchange(c, FIRST_WRITE_OFFSET >> 2, 0, stamp());
       // SYNC POINT: the entry's bytes above are complete before it counts; the handle travels
       // to readers through some other synchronising channel after this.
       Atomics.add(c, ENTRIES_OFFSET >> 2, 1);
@@ -551,7 +578,7 @@ export class BlobStore {
       const state = this.stateOf(head);
       if (this.generationAt(head) !== generation || (state !== ChunkState.ACTIVE && state !== ChunkState.SEALED))
         continue;
-      Atomics.add(i32, APPENDS_OFFSET >> 2, 1);
+      if (++this.unpublishedAppends === 64) this.publishAppends();
       // Only the append that crosses the threshold (reservations are contiguous) looks.
       if (offset < this.prefetchBytes && offset + size >= this.prefetchBytes) this.prefetch();
       return new BlobHandle(head, offset, length, generation, Date.now());
@@ -560,6 +587,13 @@ export class BlobStore {
       ErrorCode.BUSY,
       `append to blob store ${JSON.stringify(this.name)} kept losing races for 1000 attempts`,
     );
+  }
+
+  /** Adds this process's completed appends to the shared counter (batched: one atomic per 64). */
+  private publishAppends(): void {
+    if (this.unpublishedAppends === 0) return;
+    Atomics.add(this.i32, APPENDS_OFFSET >> 2, this.unpublishedAppends);
+    this.unpublishedAppends = 0;
   }
 
   private rollForAppend(head: number, length: number): void {
@@ -592,6 +626,14 @@ export class BlobStore {
     this.casState(head, ChunkState.ACTIVE, ChunkState.SEALED);
   }
 
+  /** A generation no chunk of this store had (0 is skipped: a table entry never used has it). */
+  private nextGeneration(): number {
+    for (;;) {
+      const generation = (Atomics.add(this.i32, NEXT_GENERATION_OFFSET >> 2, 1) + 1) >>> 0;
+      if (generation !== 0) return generation;
+    }
+  }
+
   /** Takes a prefetched chunk (READY -> ACTIVE); -1 if there is none. */
   private takeReady(): number {
     for (let i = 0; i < this.maxChunks; i++)
@@ -600,8 +642,13 @@ export class BlobStore {
   }
 
   private hasReady(): boolean {
-    for (let i = 0; i < this.maxChunks; i++) if (this.stateOf(i) === ChunkState.READY) return true;
-    return false;
+    return this.readyCount() > 0;
+  }
+
+  private readyCount(): number {
+    let n = 0;
+    for (let i = 0; i < this.maxChunks; i++) if (this.stateOf(i) === ChunkState.READY) n++;
+    return n;
   }
 
   /** Creates the next chunk ahead of need, once, by one process at a time. Never throws. */
@@ -612,6 +659,10 @@ export class BlobStore {
     if (seen !== 0 && ageOf(seen >>> 0) < PREFETCH_STALE_MS) return;
     if (Atomics.compareExchange(this.i32, flag, seen, stamp() | 0) !== seen) return;
     try {
+      // A sealed chunk that can be freed now becomes the prefetched one (recycle()): cheaper
+      // than a new file.
+      for (let i = 0; i < this.maxChunks && !this.hasReady(); i++)
+        if (this.stateOf(i) === ChunkState.SEALED) this.tryFree(i);
       if (!this.hasReady()) this.createChunk(ChunkState.READY, 0);
     } catch {
       // A prefetch that cannot be done now (full, no space) is retried by the append that needs it.
@@ -635,7 +686,7 @@ export class BlobStore {
         { details: { name: this.name, maxChunks: this.maxChunks, length } },
       );
     const i32 = this.i32;
-    const generation = (Atomics.add(i32, NEXT_GENERATION_OFFSET >> 2, 1) + 1) >>> 0;
+    const generation = this.nextGeneration();
     Atomics.store(i32, this.tableIndex(index, ENTRY_CREATOR_PID_OFFSET), process.pid);
     Atomics.store(i32, this.tableIndex(index, ENTRY_CREATOR_START_OFFSET), selfStartTime() | 0);
     Atomics.store(i32, this.tableIndex(index, ENTRY_CREATED_OFFSET), stamp() | 0);
@@ -778,6 +829,14 @@ export class BlobStore {
     return true;
   }
 
+  /** True when every recipient of `h` acknowledged it; false otherwise or when `h` names no live entry. */
+  isAcknowledged(h: BlobHandle): boolean {
+    this.assertOpen();
+    const where = this.locate(h);
+    if (where === null) return false;
+    return Atomics.load(where.m.i32, (where.at + ENTRY_REMAINING_OFFSET) >> 2) <= 0;
+  }
+
   // ---------------------------------------------------------------- freeing
 
   /**
@@ -863,14 +922,60 @@ export class BlobStore {
         return false;
       }
     }
+    Atomics.add(this.i32, FREED_OFFSET >> 2, 1);
+    if (ttl) Atomics.add(this.i32, EXPIRED_OFFSET >> 2, 1);
+    if (m !== null && this.recycle(m)) return true;
     try {
       unlinkSync(this.chunkPath(generation));
     } catch {}
     const current = this.mapped[index];
     if (current !== undefined && current.generation === generation) this.retire(current);
     Atomics.store(this.i32, this.tableIndex(index, ENTRY_STATE_OFFSET), ChunkState.FREE);
-    Atomics.add(this.i32, FREED_OFFSET >> 2, 1);
-    if (ttl) Atomics.add(this.i32, EXPIRED_OFFSET >> 2, 1);
+    return true;
+  }
+
+  /**
+   * Turns a chunk being freed (FREEING, ours to change) into a prefetched chunk instead of
+   * removing it, when fewer than SPARE_CHUNKS are prefetched, no appender is inside and
+   * no view holds it: its file is renamed to a new generation's name (the old name is gone,
+   * so the old generation's handles resolve to null everywhere), its counters restart, and
+   * its pages stay allocated and mapped, so the appends that fill it next do not pay for
+   * creating, zeroing and faulting in a new file. False when it must be removed instead.
+   */
+  private recycle(m: ChunkMapping): boolean {
+    const c = m.i32;
+    if (
+      this.readyCount() >= SPARE_CHUNKS ||
+      Atomics.load(c, WRITERS_OFFSET >> 2) !== 0 ||
+      Atomics.load(c, LEASES_OFFSET >> 2) !== 0
+    )
+      return false;
+    const i32 = this.i32;
+    const oldGeneration = m.generation;
+    const generation = this.nextGeneration();
+    try {
+      renameSync(this.chunkPath(oldGeneration), this.chunkPath(generation));
+    } catch {
+      return false;
+    }
+    // SYNC POINT: the chunk's own generation moves before `sealed` reopens it, so an appender
+    // that still held the old generation and finds sealed = 0 sees the new generation and backs
+    // off (append() checks it). `writers` and `leases` are never reset: late decrements by
+    // appenders or views of the old generation keep them balanced.
+    Atomics.store(c, CHUNK_GENERATION_OFFSET >> 2, generation | 0);
+    Atomics.store(c, USED_OFFSET >> 2, 0);
+    Atomics.store(c, ENTRIES_OFFSET >> 2, 0);
+    Atomics.store(c, ACKED_OFFSET >> 2, 0);
+    Atomics.store(c, FIRST_WRITE_OFFSET >> 2, 0);
+    Atomics.store(c, EMPTY_SINCE_OFFSET >> 2, 0);
+    m.generation = generation;
+    Atomics.store(i32, this.tableIndex(m.index, ENTRY_CREATOR_PID_OFFSET), process.pid);
+    Atomics.store(i32, this.tableIndex(m.index, ENTRY_CREATOR_START_OFFSET), selfStartTime() | 0);
+    Atomics.store(i32, this.tableIndex(m.index, ENTRY_CREATED_OFFSET), stamp() | 0);
+    Atomics.store(i32, this.tableIndex(m.index, ENTRY_GENERATION_OFFSET), generation | 0);
+    Atomics.store(c, SEALED_OFFSET >> 2, 0);
+    // SYNC POINT: READY last: a roller that takes it finds the file under its new name.
+    Atomics.store(i32, this.tableIndex(m.index, ENTRY_STATE_OFFSET), ChunkState.READY);
     return true;
   }
 
@@ -912,6 +1017,7 @@ export class BlobStore {
     this.assertOpen();
     let chunks = 0;
     for (let i = 0; i < this.maxChunks; i++) if (this.stateOf(i) !== ChunkState.FREE) chunks++;
+    this.publishAppends();
     const i32 = this.i32;
     return {
       chunks,
@@ -932,6 +1038,7 @@ export class BlobStore {
     if (this.closedByUs) return;
     this.closedByUs = true;
     this.stopCleanup();
+    this.publishAppends();
     creators.delete(this);
     if (this.isCreator) {
       Atomics.store(this.i32, STORE_CLOSED_OFFSET >> 2, 1);

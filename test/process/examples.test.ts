@@ -1,7 +1,7 @@
 /** The README quick start, run as written: examples/consumer.mjs and examples/producer.mjs. */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -68,4 +68,17 @@ test('the session example runs as written: three zero-copy frames and an inline 
   for (const [i, line] of lines.entries())
     assert.match(line, new RegExp(`^B got 1048576 bytes of ${i + 1} in slot \\d$`));
   assert.equal(existsSync('/dev/shm/shmbus.example-frames'), false, 'A removed the segment');
+});
+
+test('the blob store example runs as written: a handle through a channel, a copy and an in-place view', async () => {
+  const reader = run(process.execPath, ['examples/blob-reader.mjs'], { cwd: root, timeout: 30_000 });
+  const writer = run(process.execPath, ['examples/blob-writer.mjs'], { cwd: root, timeout: 30_000 });
+  const [outR, outW] = await Promise.all([reader, writer]);
+  assert.deepEqual(outR.stdout.trim().split('\n'), [
+    'reader: resolved "hello world"',
+    'reader: viewed 1048576 bytes in place, all 7s',
+  ]);
+  assert.equal(outW.stdout.trim(), 'writer: both blobs acknowledged');
+  const left = readdirSync('/dev/shm').filter((f) => f.startsWith('shmbus.example-blob'));
+  assert.deepEqual(left, [], 'the writer removed the store and the channel');
 });

@@ -1,6 +1,8 @@
 /** Pins every offset of the byte layouts to docs/LAYOUT.md: a change here is a layout version bump. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { BlobHandle } from '../../src/blob/handle.js';
+import * as blob from '../../src/layout/blob.js';
 import * as ch from '../../src/layout/channel.js';
 import * as seg from '../../src/layout/segment.js';
 
@@ -83,4 +85,54 @@ test('counters written by different processes are 128 bytes apart', () => {
     ch.RINGS_OFFSET,
   ];
   for (let i = 1; i < blocks.length; i++) assert.equal(blocks[i] - blocks[i - 1], 128);
+});
+
+test('the blob store offsets are those of docs/LAYOUT.md', () => {
+  assert.deepEqual(
+    [
+      blob.WRITE_HEAD_OFFSET,
+      blob.NEXT_GENERATION_OFFSET,
+      blob.STORE_CLOSED_OFFSET,
+      blob.PREFETCHING_OFFSET,
+      blob.APPENDS_OFFSET,
+      blob.EXPIRED_OFFSET,
+      blob.TABLE_OFFSET,
+      blob.TABLE_ENTRY_LENGTH,
+    ],
+    [128, 132, 136, 140, 144, 156, 192, 32],
+  );
+  assert.deepEqual(
+    [
+      blob.USED_OFFSET,
+      blob.ENTRIES_OFFSET,
+      blob.ACKED_OFFSET,
+      blob.WRITERS_OFFSET,
+      blob.SEALED_OFFSET,
+      blob.FIRST_WRITE_OFFSET,
+      blob.EMPTY_SINCE_OFFSET,
+      blob.LEASES_OFFSET,
+      blob.LAST_LEASE_OFFSET,
+      blob.CHUNK_DATA_OFFSET,
+    ],
+    [128, 132, 136, 140, 144, 148, 152, 156, 160, 192],
+  );
+  // Entry: 16-byte header, one bitmap word per 32 recipients, payload padded to 8.
+  assert.deepEqual(
+    [blob.entrySize(1), blob.entrySize(4), blob.entrySize(5), blob.entrySize(1, 33), blob.HANDLE_LENGTH],
+    [24, 24, 32, 32, 24],
+  );
+});
+
+test('a blob handle is 24 little-endian bytes and reads back equal', () => {
+  const h = new BlobHandle(3, 4096, 77, 0xfffffffe, 1_795_000_000_123);
+  const bytes = h.toBytes();
+  assert.equal(bytes.length, 24);
+  const dv = new DataView(bytes.buffer);
+  assert.deepEqual(
+    [dv.getUint32(0, true), dv.getUint32(4, true), dv.getUint32(8, true), dv.getUint32(12, true)],
+    [3, 4096, 77, 0xfffffffe],
+  );
+  assert.equal(dv.getUint32(20, true) * 2 ** 32 + dv.getUint32(16, true), 1_795_000_000_123);
+  assert.deepEqual({ ...BlobHandle.fromBytes(bytes) }, { ...h });
+  assert.throws(() => BlobHandle.fromBytes(bytes.subarray(1)), { code: 'SHM_ERR_INVALID_ARGUMENT' });
 });
