@@ -59,6 +59,7 @@ import {
   FREED_OFFSET,
   FULL_OFFSET,
   LAST_LEASE_OFFSET,
+  LAST_WRITE_OFFSET,
   LEASE_TIMEOUT_OFFSET,
   LEASES_OFFSET,
   MAX_CHUNK_SIZE,
@@ -83,7 +84,7 @@ import {
   WRITERS_OFFSET,
 } from '../layout/blob.js';
 import { Kind } from '../layout/segment.js';
-import { FILE_PREFIX, segmentDir, segmentPath, validateName } from '../segment/names.js';
+import { FILE_PREFIX, pendingPrefix, segmentDir, segmentPath, validateName } from '../segment/names.js';
 import { processStartTime, selfStartTime } from '../segment/process-identity.js';
 import { removeIfOwnerDead, Segment } from '../segment/segment.js';
 import { BlobHandle } from './handle.js';
@@ -179,9 +180,9 @@ const SPARE_CHUNKS = 2;
 /** A prefetch flag older than this belongs to a process that died mid-creation. */
 const PREFETCH_STALE_MS = 10_000;
 
-/** Low 32 bits of Date.now(), odd so that 0 means "never". */
+/** Low 32 bits of Date.now(); 0 means "never", so a 0 becomes 1 (1 ms late, once in 49 days). */
 function stamp(): number {
-  return (Date.now() | 1) >>> 0;
+  return Date.now() >>> 0 || 1;
 }
 
 /** Milliseconds since `t` (a stamp()), 0 for a stamp in the future; valid up to 2^31 ms. */
@@ -408,8 +409,9 @@ export class BlobStore {
     return (TABLE_OFFSET + index * TABLE_ENTRY_LENGTH + offset) >> 2;
   }
 
+  /** The entry's ChunkState (a CREATING word also carries its creator's pid above bit 3). */
   private stateOf(index: number): number {
-    return Atomics.load(this.i32, this.tableIndex(index, ENTRY_STATE_OFFSET));
+    return Atomics.load(this.i32, this.tableIndex(index, ENTRY_STATE_OFFSET)) & 7;
   }
 
   private generationAt(index: number): number {
@@ -568,7 +570,19 @@ export class BlobStore {
         dv.setUint32(at + ENTRY_BITMAP_OFFSET + 4 * w, 0, true);
       m.u8.set(bytes, at + entryHeaderLength(recipients));
       // A plain read: a stale 0 only costs a compare-and-swap that fails.
-      if (c[FIRST_WRITE_OFFSET >> 2] === 0) Atomics.compareExchange(c, FIRST_WRITE_OFFSET >> 2, 0, stamp());
+      // One clock read per append (~50 ns): the handle's timestamp and the chunk's stamps.
+      const nowMs = Date.now();
+      const now = nowMs >>> 0 || 1;
+      if (c[FIRST_WRITE_OFFSET >> 2] === 0) Atomics.compareExchange(c, FIRST_WRITE_OFFSET >> 2, 0, now | 0);
+      // The newest entry's time, kept monotonic against a racing appender (the TTL frees a
+      // chunk only once its newest entry expired).
+      // (A plain first read: usually the same millisecond, no atomic at all; a stale value only
+      // costs a compare-and-swap that fails and returns the real one.)
+      for (let last = c[LAST_WRITE_OFFSET >> 2]; ((now - last) | 0) > 0 || last === 0; ) {
+        const seen = Atomics.compareExchange(c, LAST_WRITE_OFFSET >> 2, last, now | 0);
+        if (seen === last) break;
+        last = seen;
+      }
       // SYNC POINT: the entry's bytes above are complete before it counts; the handle travels
       // to readers through some other synchronising channel after this.
       Atomics.add(c, ENTRIES_OFFSET >> 2, 1);
@@ -581,7 +595,7 @@ export class BlobStore {
       if (++this.unpublishedAppends === 64) this.publishAppends();
       // Only the append that crosses the threshold (reservations are contiguous) looks.
       if (offset < this.prefetchBytes && offset + size >= this.prefetchBytes) this.prefetch();
-      return new BlobHandle(head, offset, length, generation, Date.now());
+      return new BlobHandle(head, offset, length, generation, nowMs);
     }
     throw new ShmStateError(
       ErrorCode.BUSY,
@@ -673,9 +687,13 @@ export class BlobStore {
 
   /** Creates a chunk file in a free table entry, in state `state`. SHM_ERR_FULL when none is free. */
   private createChunk(state: number, length: number): number {
+    // The claim names its creator in the same atomic step (pid above bit 3), so a cleanup in
+    // another process never sees a CREATING entry without knowing whose it is.
+    const claim = (process.pid << 3) | ChunkState.CREATING;
+    const start = selfStartTime() | 0;
     let index = -1;
     for (let i = 0; i < this.maxChunks; i++)
-      if (this.stateOf(i) === ChunkState.FREE && this.casState(i, ChunkState.FREE, ChunkState.CREATING)) {
+      if (this.stateOf(i) === ChunkState.FREE && this.casState(i, ChunkState.FREE, claim)) {
         index = i;
         break;
       }
@@ -687,8 +705,8 @@ export class BlobStore {
       );
     const i32 = this.i32;
     const generation = this.nextGeneration();
+    Atomics.store(i32, this.tableIndex(index, ENTRY_CREATOR_START_OFFSET), start);
     Atomics.store(i32, this.tableIndex(index, ENTRY_CREATOR_PID_OFFSET), process.pid);
-    Atomics.store(i32, this.tableIndex(index, ENTRY_CREATOR_START_OFFSET), selfStartTime() | 0);
     Atomics.store(i32, this.tableIndex(index, ENTRY_CREATED_OFFSET), stamp() | 0);
     Atomics.store(i32, this.tableIndex(index, ENTRY_GENERATION_OFFSET), generation | 0);
     let seg: Segment;
@@ -708,14 +726,21 @@ export class BlobStore {
         { dir: this.dir, mode: this.mode },
       );
     } catch (err) {
-      Atomics.store(i32, this.tableIndex(index, ENTRY_STATE_OFFSET), ChunkState.FREE);
+      this.casState(index, claim, ChunkState.FREE);
       throw err;
+    }
+    // SYNC POINT: the file exists (and the generation is stored) before the state says so.
+    // A compare-and-swap: if a cleanup wrongly took the entry back, the file is ours to drop.
+    if (!this.casState(index, claim, state)) {
+      seg.close();
+      try {
+        unlinkSync(this.chunkPath(generation));
+      } catch {}
+      return this.createChunk(state, length);
     }
     const old = this.mapped[index];
     if (old !== undefined) this.retire(old);
     this.adopt(seg, index, generation);
-    // SYNC POINT: the file exists (and the generation is stored) before the state says so.
-    Atomics.store(i32, this.tableIndex(index, ENTRY_STATE_OFFSET), state);
     return index;
   }
 
@@ -861,6 +886,12 @@ export class BlobStore {
     return first === 0 ? -1 : ageOf(first);
   }
 
+  private lastWriteAge(m: ChunkMapping): number {
+    const last = Atomics.load(m.i32, LAST_WRITE_OFFSET >> 2) >>> 0;
+    return last === 0 ? -1 : ageOf(last);
+  }
+
+  /** An active chunk whose oldest entry is older than the TTL takes no more entries: the head moves on. */
   private retireIfExpired(index: number): void {
     const generation = this.generationAt(index);
     const m = this.mapChunk(index, generation);
@@ -880,13 +911,24 @@ export class BlobStore {
 
   /** A CREATING entry whose creator died mid-creation: remove its file, free the entry. */
   private reclaimCreating(index: number): void {
-    const pid = Atomics.load(this.i32, this.tableIndex(index, ENTRY_CREATOR_PID_OFFSET));
-    const start = Atomics.load(this.i32, this.tableIndex(index, ENTRY_CREATOR_START_OFFSET));
+    const word = Atomics.load(this.i32, this.tableIndex(index, ENTRY_STATE_OFFSET));
+    if ((word & 7) !== ChunkState.CREATING) return;
+    const pid = word >>> 3;
     const now = processStartTime(pid);
-    if (now >= 0 && (now | 0) === start) return; // the creator is alive: still creating
+    // The start time is written just after the claim: until then a live pid counts as the creator.
+    if (now >= 0) {
+      const start = Atomics.load(this.i32, this.tableIndex(index, ENTRY_CREATOR_START_OFFSET));
+      const claimedBy = Atomics.load(this.i32, this.tableIndex(index, ENTRY_CREATOR_PID_OFFSET));
+      if (claimedBy !== pid || start === (now | 0)) return; // alive (or not yet fully named): still creating
+    }
     const generation = this.generationAt(index);
-    if (!this.casState(index, ChunkState.CREATING, ChunkState.FREEING)) return;
+    if (!this.casState(index, word, ChunkState.FREEING)) return;
     removeIfOwnerDead(this.chunkPath(generation));
+    // A creator killed inside Segment.create() leaves its temporary file (`name~pid.random`).
+    const prefix = pendingPrefix(chunkName(this.name, generation));
+    try {
+      for (const entry of readdirSync(this.dir)) if (entry.startsWith(prefix)) removeIfOwnerDead(join(this.dir, entry));
+    } catch {}
     Atomics.store(this.i32, this.tableIndex(index, ENTRY_STATE_OFFSET), ChunkState.FREE);
   }
 
@@ -896,7 +938,8 @@ export class BlobStore {
     let ttl = false;
     if (m !== null) {
       const c = m.i32;
-      ttl = this.firstWriteAge(m) > this.ttlMs;
+      // Every entry expired (resolve() already returns null for all of them).
+      ttl = this.lastWriteAge(m) > this.ttlMs;
       if (!ttl) {
         if (Atomics.load(c, WRITERS_OFFSET >> 2) > 0) return false;
         // Sealed and no appender inside: `entries` is final (an empty chunk counts as acknowledged).
@@ -967,6 +1010,7 @@ export class BlobStore {
     Atomics.store(c, ENTRIES_OFFSET >> 2, 0);
     Atomics.store(c, ACKED_OFFSET >> 2, 0);
     Atomics.store(c, FIRST_WRITE_OFFSET >> 2, 0);
+    Atomics.store(c, LAST_WRITE_OFFSET >> 2, 0);
     Atomics.store(c, EMPTY_SINCE_OFFSET >> 2, 0);
     m.generation = generation;
     Atomics.store(i32, this.tableIndex(m.index, ENTRY_CREATOR_PID_OFFSET), process.pid);

@@ -36,6 +36,7 @@
  *    +12 writers i32 (appends between their reservation and their completion)
  *    +16 sealed i32 (1: no new reservations; set before the table says SEALED)
  *    +20 firstWriteMs u32   +24 emptySinceMs u32   +28 leases i32   +32 lastLeaseMs u32
+ *    +36 lastWriteMs u32 (the newest entry's time: the chunk expires once it is older than the TTL)
  *  192 data area, chunkSize bytes: entries back to back, each 8-byte aligned:
  *    +0 length u32 (payload bytes)  +4 check u32 (entryCheck(generation, offset, length))
  *    +8 recipients u32  +12 remaining i32 (recipients that have not acknowledged yet)
@@ -122,6 +123,7 @@ export const FIRST_WRITE_OFFSET = SEALED_OFFSET + 4;
 export const EMPTY_SINCE_OFFSET = FIRST_WRITE_OFFSET + 4;
 export const LEASES_OFFSET = EMPTY_SINCE_OFFSET + 4;
 export const LAST_LEASE_OFFSET = LEASES_OFFSET + 4;
+export const LAST_WRITE_OFFSET = LAST_LEASE_OFFSET + 4;
 /** Where a chunk's data area starts. */
 export const CHUNK_DATA_OFFSET = CHUNK_BLOCK_OFFSET + SMALL_BLOCK_LENGTH;
 
