@@ -6,6 +6,8 @@
  *
  * Expected outcomes on hot paths (full, empty) are return values, never throws.
  */
+import { statfsSync } from 'node:fs';
+import { dirname } from 'node:path';
 
 export const ErrorCode = {
   /** The native addon could not be loaded (not built, wrong platform). */
@@ -113,6 +115,27 @@ export class ShmTimeoutError extends ShmError {}
 export class ShmStateError extends ShmError {}
 
 /** Wraps a Node-shaped system error from the addon into the matching ShmError. */
+function mib(bytes: number): string {
+  return `${(bytes / 1048576).toFixed(1)} MiB`;
+}
+
+/** The free space of the directory of `path` (a segment file), for NO_SPACE messages. */
+function freeSpaceOf(path: unknown): { text: string; details: Record<string, unknown> } {
+  if (typeof path !== 'string') return { text: '', details: {} };
+  const dir = dirname(path);
+  try {
+    const st = statfsSync(dir);
+    const free = st.bavail * st.bsize;
+    const total = st.blocks * st.bsize;
+    return {
+      text: `; ${dir} has ${mib(free)} free of ${mib(total)}`,
+      details: { dir, freeBytes: free, totalBytes: total },
+    };
+  } catch {
+    return { text: `; directory ${dir}`, details: { dir } };
+  }
+}
+
 export function fromSystemError(err: unknown, what: string, details: Record<string, unknown> = {}): ShmError {
   if (err instanceof ShmError) return err;
   const code = (err as { code?: string } | undefined)?.code;
@@ -122,10 +145,25 @@ export function fromSystemError(err: unknown, what: string, details: Record<stri
       return new ShmSegmentError(ErrorCode.NOT_FOUND, `${what}: not found (${message})`, { cause: err, details });
     case 'EEXIST':
       return new ShmSegmentError(ErrorCode.EXISTS, `${what}: already exists (${message})`, { cause: err, details });
-    case 'ENOSPC':
+    case 'ENOSPC': {
+      const space = freeSpaceOf(details.path);
       return new ShmSystemError(
         ErrorCode.NO_SPACE,
-        `${what}: no space left for the segment (${message}); free /dev/shm or raise its size (docker: --shm-size)`,
+        `${what}: no space left for the segment (${message})${space.text}; free some or raise its size (docker: --shm-size)`,
+        { cause: err, details: { ...details, ...space.details } },
+      );
+    }
+    case 'ENOMEM':
+      return new ShmSystemError(
+        ErrorCode.NO_SPACE,
+        `${what}: not enough memory or address space (${message}); use a smaller segment`,
+        { cause: err, details },
+      );
+    case 'EMFILE':
+    case 'ENFILE':
+      return new ShmSystemError(
+        ErrorCode.SYSTEM,
+        `${what}: out of file descriptors (${message}); raise the limit (ulimit -n) or close unused segments`,
         { cause: err, details },
       );
     case 'EACCES':

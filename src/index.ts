@@ -73,6 +73,7 @@ export {
   type Reply,
   type ServeHandle,
 } from './rpc/daemon.js';
+export { type CleanedFile, type CleanReport, cleanStale, type KeptFile } from './segment/clean.js';
 export { DEFAULT_DIR, FILE_PREFIX, MAX_NAME_LENGTH } from './segment/names.js';
 export { Hub, type HubCreateOptions, HubMessage, HubPeer, type HubSendOptions } from './session/hub.js';
 export {

@@ -34,6 +34,7 @@ import {
   type ShmError,
   ShmFrameError,
   ShmStateError,
+  ShmSystemError,
   ShmTimeoutError,
 } from '../errors.js';
 import { MAX_CONTROL_FRAME, MAX_KEY_LENGTH, READY_FD_COUNT, SENDER_NANOS_OFFSET, Tag } from '../layout/fanout.js';
@@ -175,10 +176,17 @@ async function handshake(path: string, name: string, timeoutMs: number, maxFrame
   try {
     fd = n.unixConnect(path);
   } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === 'EACCES' || code === 'EPERM')
+      throw new ShmSystemError(
+        ErrorCode.PERMISSION,
+        `permission denied connecting to the fan-out sender at ${path} (its socket is owner-only unless the sender sets socketMode): ${(err as Error).message}`,
+        { cause: err, details: { path, code } },
+      );
     throw new ShmStateError(
       ErrorCode.DISCONNECTED,
       `cannot connect to the fan-out sender at ${path}: ${(err as Error).message}`,
-      { cause: err, details: { path, code: (err as { code?: string }).code } },
+      { cause: err, details: { path, code } },
     );
   }
   const fds: number[] = [];

@@ -25,10 +25,17 @@ process.on('exit', () => {
   for (const proc of live) proc.kill('SIGKILL');
 });
 
-export function startFixture(name: string, args: string[], env: Record<string, string> = {}): Child {
+/** `as`: run the child as another user (the test process must be root). */
+export function startFixture(
+  name: string,
+  args: string[],
+  env: Record<string, string> = {},
+  as?: { uid: number; gid: number },
+): Child {
   const proc = spawn(process.execPath, [`${fixturesDir}${name}.js`, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
+    ...(as ?? {}),
   });
   live.add(proc);
   const messages: Record<string, unknown>[] = [];

@@ -11,6 +11,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import {
   Channel,
   type ChannelCreateOptions,
@@ -772,6 +773,22 @@ describe('frames larger than maxFrame', () => {
   });
 });
 
+describe('out of file descriptors', () => {
+  test('creating segments past `ulimit -n` fails with a typed SHM_ERR_SYSTEM that says so, and the process recovers', () => {
+    const fixture = fileURLToPath(new URL('../fixtures/fd-exhaustion.js', import.meta.url));
+    const out = execFileSync('sh', ['-c', `ulimit -n 64 && exec "${process.execPath}" "${fixture}"`], {
+      encoding: 'utf8',
+      timeout: 30_000,
+      env: process.env,
+    });
+    const report = JSON.parse(out.trim().split('\n').pop() as string);
+    assert.equal(report.error, ErrorCode.SYSTEM, JSON.stringify(report));
+    assert.match(report.message, /out of file descriptors/);
+    assert.ok(report.created > 0 && report.created < 64, JSON.stringify(report));
+    assert.equal(report.recovered, true);
+  });
+});
+
 describe('a full filesystem', () => {
   test('Channel.create fails with SHM_ERR_NO_SPACE, leaves no file behind and does not SIGBUS', (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'shmbus-nospace-'));
@@ -787,12 +804,21 @@ describe('a full filesystem', () => {
         const n = uniqueName('nospace');
         const capacity = 4 << 20;
         const length = channelGeometry(capacity, null).segmentLength;
-        throwsShm(() => Channel.create(n, { dir, capacity }), ShmSystemError, ErrorCode.NO_SPACE, [n, `${length}`]);
+        // The message names the directory and its free space (at most the 1 MiB mount).
+        throwsShm(() => Channel.create(n, { dir, capacity }), ShmSystemError, ErrorCode.NO_SPACE, [
+          n,
+          `${length}`,
+          `${dir} has `,
+          'MiB free of 1.0 MiB',
+        ]);
         try {
           Channel.create(n, { dir, capacity });
         } catch (err) {
           const cause = (err as ShmSystemError).cause as { code?: string } | undefined;
           assert.equal(cause?.code, 'ENOSPC');
+          const details = (err as ShmSystemError).details as { dir?: string; freeBytes?: number };
+          assert.equal(details.dir, dir);
+          assert.ok(typeof details.freeBytes === 'number' && details.freeBytes <= 1 << 20, JSON.stringify(details));
           assert.equal(typeof (err as ShmSystemError).errno, 'number');
           assert.equal(typeof (err as ShmSystemError).syscall, 'string');
         }
