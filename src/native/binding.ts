@@ -207,9 +207,7 @@ const require = createRequire(import.meta.url);
 function load(): NativeBinding {
   // SHMBUS_ADDON: an alternative build (scripts/test-sanitizers.sh points it at a sanitized one).
   const override = process.env.SHMBUS_ADDON;
-  const candidates = override
-    ? [override]
-    : ['../../../build/Release/shmbus.node', '../../../build/Debug/shmbus.node'];
+  const candidates = override ? [override] : ['../../../build/Release/shmbus.node', '../../../build/Debug/shmbus.node'];
   let firstError: unknown;
   for (const candidate of candidates) {
     try {
