@@ -626,7 +626,19 @@ export class BlobStore {
    */
   private roll(head: number, length: number): void {
     let next = this.takeReady();
-    if (next < 0) next = this.createChunk(ChunkState.ACTIVE, length);
+    if (next < 0) {
+      try {
+        next = this.createChunk(ChunkState.ACTIVE, length);
+      } catch (err) {
+        // Every chunk is in use; the head itself may be done with (all its entries acknowledged
+        // or expired): then it is freed or recycled here, else this stays SHM_ERR_FULL.
+        if (!(err instanceof ShmError && err.code === ErrorCode.FULL) || !this.freeHeadForReuse(head)) throw err;
+        next = this.takeReady();
+        if (next < 0) next = this.createChunk(ChunkState.ACTIVE, length);
+      }
+    }
+    // The head chunk itself was recycled and taken again: the write head already names it.
+    if (next === head) return;
     if (Atomics.compareExchange(this.i32, WRITE_HEAD_OFFSET >> 2, head, next) !== head) {
       // Another process moved the head first: keep ours as the prefetched chunk.
       this.casState(next, ChunkState.ACTIVE, ChunkState.READY);
@@ -638,6 +650,40 @@ export class BlobStore {
     // SYNC POINT: `sealed` before the table says SEALED (see append()).
     if (m !== null) Atomics.store(m.i32, SEALED_OFFSET >> 2, 1);
     this.casState(head, ChunkState.ACTIVE, ChunkState.SEALED);
+  }
+
+  /**
+   * The write head's chunk when no other chunk can be had (maxChunks in use, e.g. maxChunks 1):
+   * if it could be freed now (every entry acknowledged and decayMs passed, or expired; no
+   * appender inside; no view), seal it and let tryFree() free or recycle it. True if it is gone.
+   * Otherwise it stays the active chunk, untouched: it may still take smaller entries.
+   */
+  private freeHeadForReuse(head: number): boolean {
+    if (head < 0 || head >= this.maxChunks) return false;
+    const state = this.stateOf(head);
+    if (state === ChunkState.ACTIVE) {
+      const m = this.mapChunk(head, this.generationAt(head));
+      if (m === null) return false;
+      const c = m.i32;
+      // Sealed only if it can be freed now (so the active chunk is never left sealed waiting):
+      // no appender inside, no live lease, every entry acknowledged (then after decayMs) or expired.
+      const leased =
+        Atomics.load(c, LEASES_OFFSET >> 2) > 0 &&
+        ageOf(Atomics.load(c, LAST_LEASE_OFFSET >> 2) >>> 0) < this.leaseTimeoutMs;
+      const expired = this.lastWriteAge(m) > this.ttlMs;
+      const acked = Atomics.load(c, ACKED_OFFSET >> 2) >= Atomics.load(c, ENTRIES_OFFSET >> 2);
+      if (!acked) Atomics.store(c, EMPTY_SINCE_OFFSET >> 2, 0);
+      if (Atomics.load(c, WRITERS_OFFSET >> 2) !== 0 || leased || !(acked || expired)) return false;
+      if (!expired && this.decayMs > 0) {
+        if (Atomics.load(c, EMPTY_SINCE_OFFSET >> 2) === 0)
+          Atomics.compareExchange(c, EMPTY_SINCE_OFFSET >> 2, 0, stamp() | 0);
+        if (ageOf(Atomics.load(c, EMPTY_SINCE_OFFSET >> 2) >>> 0) < this.decayMs) return false;
+      }
+      // SYNC POINT: `sealed` before the table says SEALED (see append()).
+      Atomics.store(c, SEALED_OFFSET >> 2, 1);
+      this.casState(head, ChunkState.ACTIVE, ChunkState.SEALED);
+    }
+    return this.stateOf(head) === ChunkState.SEALED && this.tryFree(head);
   }
 
   /** A generation no chunk of this store had (0 is skipped: a table entry never used has it). */
