@@ -435,7 +435,9 @@ export class BlobStore {
     }
     let seg: Segment;
     try {
-      seg = Segment.open(chunkName(this.name, generation), Kind.BLOB_CHUNK, { dir: this.dir });
+      // readyTimeoutMs 0: a chunk gets its name only once complete, so a version word of 0
+      // under that name is corruption, not a creation in progress (no waiting for it).
+      seg = Segment.open(chunkName(this.name, generation), Kind.BLOB_CHUNK, { dir: this.dir, readyTimeoutMs: 0 });
     } catch (err) {
       if (err instanceof ShmError && err.code === ErrorCode.NOT_FOUND) return null;
       throw err;
@@ -545,7 +547,8 @@ export class BlobStore {
         Atomics.load(c, CHUNK_GENERATION_OFFSET >> 2) >>> 0 === generation
       ) {
         let used = Atomics.load(c, USED_OFFSET >> 2);
-        while (used + size <= this.capacity) {
+        // (A negative `used` is corruption: such a chunk takes nothing.)
+        while (used >= 0 && used + size <= this.capacity) {
           const seen = Atomics.compareExchange(c, USED_OFFSET >> 2, used, used + size);
           if (seen === used) {
             offset = used;
@@ -805,7 +808,8 @@ export class BlobStore {
     if (!this.live(chunk, generation)) return null;
     const m = this.mapChunk(chunk, generation);
     if (m === null) return null;
-    const used = Atomics.load(m.i32, USED_OFFSET >> 2) >>> 0;
+    // `used` is shared memory: never trust it beyond the chunk's own size.
+    const used = Math.min(Atomics.load(m.i32, USED_OFFSET >> 2) >>> 0, this.capacity);
     if (offset + ENTRY_BITMAP_OFFSET > used) return null;
     const at = CHUNK_DATA_OFFSET + offset;
     const dv = m.seg.views.dv;
@@ -918,12 +922,19 @@ export class BlobStore {
   cleanup(): number {
     this.assertOpen();
     let freed = 0;
+    let failure: unknown = null;
     for (let i = 0; i < this.maxChunks; i++) {
-      const state = this.stateOf(i);
-      if (state === ChunkState.CREATING) this.reclaimCreating(i);
-      else if (state === ChunkState.ACTIVE) this.retireIfExpired(i);
-      if (this.stateOf(i) === ChunkState.SEALED && this.tryFree(i)) freed++;
+      // One chunk whose file is corrupt must not stop the others from being cleaned.
+      try {
+        const state = this.stateOf(i);
+        if (state === ChunkState.CREATING) this.reclaimCreating(i);
+        else if (state === ChunkState.ACTIVE) this.retireIfExpired(i);
+        if (this.stateOf(i) === ChunkState.SEALED && this.tryFree(i)) freed++;
+      } catch (err) {
+        failure ??= err;
+      }
     }
+    if (failure !== null) throw failure; // the others were cleaned; the corrupt one is reported
     return freed;
   }
 

@@ -19,6 +19,8 @@
  * Concurrency: any number of threads/processes; every method is lock-free and allocates nothing.
  */
 
+import { ErrorCode, ShmFrameError } from '../errors.js';
+
 export const SLOT_FREE = 0;
 export const SLOT_ALLOCATED = 1;
 export const SLOT_IN_FLIGHT = 2;
@@ -117,9 +119,13 @@ export class Slab {
       const h = Atomics.load(i32, head);
       const top = h & 0xffff;
       if (top === 0) return -1;
+      // Shared memory another process can write: a head or link that names no slot is refused
+      // before it is used as an index (it would reach past the slab).
+      if (top > this.slotCount) throw this.corrupt(`free-list head names slot ${top - 1}`);
       // A plain read: the pusher stored it before its compare-and-swap of the head, which our
       // load of the head follows; if it changed since, our swap below fails (the tag moved).
       const next = i32[this.nextBase + top - 1];
+      if (next < 0 || next > this.slotCount) throw this.corrupt(`slot ${top - 1} links to slot ${next - 1}`);
       const tag = ((h >>> 16) + 1) & 0xffff;
       if (Atomics.compareExchange(i32, head, h, (tag << 16) | next) !== h) continue;
       const slot = top - 1;
@@ -134,6 +140,12 @@ export class Slab {
       i32[at] = (generation << 8) | ((owner & 63) << 2) | SLOT_ALLOCATED;
       return generation * 65536 + slot;
     }
+  }
+
+  private corrupt(what: string): ShmFrameError {
+    return new ShmFrameError(ErrorCode.CORRUPT, `slab of ${this.slotCount} slots is corrupt: ${what}`, {
+      details: { slotCount: this.slotCount },
+    });
   }
 
   /** ALLOCATED -> IN_FLIGHT for a slot handed to the peer. Returns a SlabStatus. */

@@ -222,38 +222,60 @@ export function decodeFilterRequest(r: ControlReader, maxItems: number): { reque
  * `maxFrame` throws SHM_ERR_PROTOCOL at once, before any of that frame is buffered.
  */
 export class ControlSplitter {
-  private pending: Uint8Array = new Uint8Array(0);
+  /** Buffered bytes are buf[start..end); the buffer grows by doubling, so a large frame
+   * arriving in many small reads costs linear time, not a re-copy per read. */
+  private buf: Uint8Array = new Uint8Array(0);
+  private start = 0;
+  private end = 0;
 
   constructor(private readonly maxFrame: number) {}
 
   push(chunk: Uint8Array): Uint8Array[] {
-    const data = this.pending.length === 0 ? chunk : concat(this.pending, chunk);
+    this.append(chunk);
     const frames: Uint8Array[] = [];
-    let at = 0;
-    while (data.length - at >= CONTROL_LENGTH_PREFIX) {
-      const length = new DataView(data.buffer, data.byteOffset + at, 4).getUint32(0, true);
+    const buf = this.buf;
+    while (this.end - this.start >= CONTROL_LENGTH_PREFIX) {
+      const at = this.start;
+      const length = (buf[at] | (buf[at + 1] << 8) | (buf[at + 2] << 16) | (buf[at + 3] << 24)) >>> 0;
       if (length > this.maxFrame)
         throw protocolError(`control frame length ${length} is over the limit of ${this.maxFrame} bytes`, {
           length,
           limit: this.maxFrame,
         });
-      if (data.length - at - CONTROL_LENGTH_PREFIX < length) break;
-      frames.push(data.slice(at + CONTROL_LENGTH_PREFIX, at + CONTROL_LENGTH_PREFIX + length));
-      at += CONTROL_LENGTH_PREFIX + length;
+      if (this.end - at - CONTROL_LENGTH_PREFIX < length) break;
+      frames.push(buf.slice(at + CONTROL_LENGTH_PREFIX, at + CONTROL_LENGTH_PREFIX + length));
+      this.start = at + CONTROL_LENGTH_PREFIX + length;
     }
-    this.pending = data.slice(at);
+    if (this.start === this.end) {
+      this.start = this.end = 0;
+      // Do not keep a big frame's buffer for a connection that now sends small ones.
+      if (this.buf.length > 1 << 16) this.buf = new Uint8Array(0);
+    }
     return frames;
+  }
+
+  private append(chunk: Uint8Array): void {
+    const held = this.end - this.start;
+    if (this.end + chunk.length > this.buf.length) {
+      if (held + chunk.length <= this.buf.length) {
+        // Room once the consumed prefix is dropped.
+        this.buf.copyWithin(0, this.start, this.end);
+      } else {
+        let size = Math.max(64, this.buf.length);
+        while (size < held + chunk.length) size *= 2;
+        const next = new Uint8Array(size);
+        next.set(this.buf.subarray(this.start, this.end));
+        this.buf = next;
+      }
+      this.start = 0;
+      this.end = held;
+    }
+    this.buf.set(chunk, this.end);
+    this.end += chunk.length;
   }
 
   /** Bytes of an incomplete frame still buffered. */
   get buffered(): number {
-    return this.pending.length;
+    return this.end - this.start;
   }
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
 }

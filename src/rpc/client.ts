@@ -559,7 +559,13 @@ export class Client {
     // Committed first: if that threw, no pending entry would be left behind.
     this.commitCommand(cls, index, id, cmd);
     const reply = new Promise<Uint8Array>((resolve, reject) => this.register(id, resolve, reject, deadline, timeoutMs));
-    if (!this.pumping && !this.spinForReply(id)) void this.pump();
+    try {
+      if (!this.pumping && !this.spinForReply(id)) void this.pump();
+    } catch (err) {
+      // A corrupt response ring: every pending request (this one included) rejects with it,
+      // through the promises already handed out, so nothing is left to reject unobserved.
+      this.failAll(err as Error);
+    }
     return reply;
   }
 
@@ -642,13 +648,14 @@ export class Client {
     this.pumping = true;
     try {
       while (this.pending.size > 0 && !this.closedByUs) {
-        if (this.reader.poll() >= 0) {
-          this.route();
-          continue;
-        }
         try {
+          if (this.reader.poll() >= 0) {
+            this.route();
+            continue;
+          }
           await waitAsync(this.respWait, this.policy, this.respSpec, () => this.assertOpen());
         } catch (err) {
+          // Timed out, daemon gone, or a corrupt response ring: the pending requests get it.
           this.failAll(err as Error);
           return;
         }

@@ -170,7 +170,9 @@ export class Daemon {
   private readonly policy: Required<EndOptions>;
   private rr = 0;
   /** The last client ring found corrupt (for stats and diagnosis). */
-  private corruptError: RingCorruptError | null = null;
+  private corruptError: Error | null = null;
+  /** Slots (and the generation) whose rings were corrupt when first seen: not served. */
+  private readonly unusable = new Map<number, number>();
   private closedByUs = false;
   private serving: { stop: boolean; wake: () => void } | null = null;
   private lastSweep = 0;
@@ -308,14 +310,25 @@ export class Daemon {
       }
       const generation = Atomics.load(i32, this.slotIndex(slot, SLOT_GENERATION_OFFSET)) >>> 0;
       if (peer !== null && peer.generation === generation) continue;
-      this.peers[slot] = new Peer(
-        slot,
-        Atomics.load(i32, this.slotIndex(slot, SLOT_CLIENT_ID_OFFSET)) >>> 0,
-        generation,
-        Atomics.load(i32, this.slotIndex(slot, SLOT_PID_OFFSET)) >>> 0,
-        this.seg,
-        this.d,
-      );
+      if (this.unusable.get(slot) === generation) continue;
+      try {
+        this.peers[slot] = new Peer(
+          slot,
+          Atomics.load(i32, this.slotIndex(slot, SLOT_CLIENT_ID_OFFSET)) >>> 0,
+          generation,
+          Atomics.load(i32, this.slotIndex(slot, SLOT_PID_OFFSET)) >>> 0,
+          this.seg,
+          this.d,
+        );
+        this.unusable.delete(slot);
+      } catch (err) {
+        // A client whose rings are corrupt from the start (it wrote garbage into its own slot)
+        // is not served; the others are, and this slot is looked at again once reclaimed.
+        this.peers[slot] = null;
+        this.unusable.set(slot, generation);
+        this.counters.badFrames++;
+        this.corruptError = err instanceof Error ? err : new Error(String(err));
+      }
     }
   }
 
@@ -381,6 +394,7 @@ export class Daemon {
   stats(): DaemonStats {
     let corruptClients = 0;
     for (const p of this.peers) if (p?.corrupt) corruptClients++;
+    corruptClients += this.unusable.size;
     return {
       dataVersion: this.state.version,
       clients: this.clients().length,
@@ -609,7 +623,11 @@ export class Daemon {
     this.closedByUs = true;
     this.serving?.wake();
     const i32 = this.seg.views.i32;
-    this.scan();
+    try {
+      this.scan();
+    } catch {
+      // Whatever a client corrupted, close() still unmaps and unlinks.
+    }
     // SYNC POINT: pairs with Atomics.load(closed) in the client's liveness check.
     Atomics.store(i32, DAEMON_CLOSED_OFFSET >> 2, 1);
     for (const p of this.peers) {
