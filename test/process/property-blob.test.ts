@@ -347,8 +347,7 @@ class BlobRun {
     // With every chunk in use, a done active chunk (all acknowledged, no view held) is freed or
     // recycled by the append itself (decayMs is 0 here): only otherwise is it SHM_ERR_FULL.
     const activeDone =
-      active !== null &&
-      active.entries.every((e) => e.acked.size === e.recipients) &&
+      active?.entries.every((e) => e.acked.size === e.recipients) === true &&
       !this.views.some((v) => this.chunkOf(v.entry) === active);
     if (needsNew && prefetched === 0 && live === this.c.maxChunks && !activeDone) {
       expectError(ErrorCode.FULL);
