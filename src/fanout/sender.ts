@@ -564,17 +564,8 @@ export class Sender extends EventEmitter {
     for (let i = 0; i < matched.length; i++) {
       const conn = matched[i];
       dv.setUint32(indexAt, i, true);
-      let sent: boolean;
-      try {
-        sent = (conn.ring as ChannelSender).trySend(frame);
-      } catch {
-        sent = false;
-      }
-      if (sent) {
-        conn.delivered++;
-        conn.bytes += frame.length;
-        delivered++;
-      } else {
+      if (this.deliver(conn, frame)) delivered++;
+      else {
         // It will never acknowledge: do it for it, so the blob can still be freed early.
         store.ack(handle, i);
         full ??= [];
@@ -582,11 +573,32 @@ export class Sender extends EventEmitter {
       }
     }
     matched.length = 0;
+    return this.settle(full, delivered, frame.length);
+  }
+
+  /** Copies `frame` into the ring of `conn`; false when it is full (or the consumer is leaving). */
+  private deliver(conn: Connection, frame: Uint8Array): boolean {
+    let sent: boolean;
+    try {
+      sent = (conn.ring as ChannelSender).trySend(frame);
+    } catch {
+      // The consumer closed its end (SHM_ERR_PEER_CLOSED on a full ring): it is leaving.
+      sent = false;
+    }
+    if (sent) {
+      conn.delivered++;
+      conn.bytes += frame.length;
+    }
+    return sent;
+  }
+
+  /** Evicts the consumers whose rings were full and counts what was dispatched. */
+  private settle(full: Connection[] | null, delivered: number, frameLength: number): number {
     if (full !== null)
       for (const conn of full)
         this.evict(conn, 'ring-full', `the consumer's ring (${this.options.capacity} bytes) was full: it fell behind`);
     this.counters.dispatched += delivered;
-    this.counters.dispatchedBytes += delivered * frame.length;
+    this.counters.dispatchedBytes += delivered * frameLength;
     return delivered;
   }
 
@@ -616,29 +628,14 @@ export class Sender extends EventEmitter {
     for (let i = 0; i < live.length; i++) {
       const conn = live[i];
       if (!conn.filter.matches(mode, kind, mk)) continue;
-      let sent: boolean;
-      try {
-        sent = (conn.ring as ChannelSender).trySend(frame);
-      } catch {
-        // The consumer closed its end (SHM_ERR_PEER_CLOSED on a full ring): it is leaving.
-        sent = false;
-      }
-      if (sent) {
-        conn.delivered++;
-        conn.bytes += frame.length;
-        delivered++;
-      } else {
+      if (this.deliver(conn, frame)) delivered++;
+      else {
         full ??= [];
         full.push(conn);
       }
     }
-    if (full !== null)
-      for (const conn of full)
-        this.evict(conn, 'ring-full', `the consumer's ring (${this.options.capacity} bytes) was full: it fell behind`);
-    this.counters.dispatched += delivered;
-    this.counters.dispatchedBytes += delivered * frame.length;
     if (delivered === 0) this.counters.unmatched++;
-    return delivered;
+    return this.settle(full, delivered, frame.length);
   }
 
   /**
