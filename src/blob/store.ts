@@ -110,6 +110,12 @@ export interface BlobStoreOptions {
 
 export interface BlobAttachOptions {
   dir?: string;
+  /**
+   * How long attach() waits for a control segment whose version word is still 0 (default 0:
+   * the file gets its name only once complete, so a 0 there is corruption, not a creation in
+   * progress).
+   */
+  readyTimeoutMs?: number;
 }
 
 export interface BlobAppendOptions {
@@ -340,7 +346,7 @@ export class BlobStore {
   static attach(name: string, options: BlobAttachOptions = {}): BlobStore {
     checkStoreName(name);
     const dir = segmentDir(options?.dir);
-    const seg = Segment.open(name, Kind.BLOB, { dir });
+    const seg = Segment.open(name, Kind.BLOB, { dir, readyTimeoutMs: options?.readyTimeoutMs ?? 0 });
     try {
       const dv = seg.views.dv;
       const protocol = dv.getUint32(PROTOCOL_OFFSET, true);
