@@ -41,7 +41,7 @@ import {
   Tag,
 } from '../../src/layout/fanout.js';
 import { type CaseContext, Run, type RunOptions, resultOf, type TargetResult } from './harness.js';
-import { caseRng, type Field, mutate, type Rng } from './mutate.js';
+import { caseRng, concat, type Field, mutate, type Rng } from './mutate.js';
 
 export const NAME = 'control-codec';
 export const DEFAULT_CASES = 20_000;
@@ -127,24 +127,12 @@ function frameFields(frames: Uint8Array[]): Field[] {
   return fields;
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
 /** A byte stream for one case: random, or valid frames mutated. */
 export function streamFor(rng: Rng, maxFrame: number): Uint8Array {
   if (rng.chance(0.15)) return rng.bytes(rng.size(512));
   const frames: Uint8Array[] = [];
   for (let n = rng.range(1, 4); n > 0; n--) frames.push(validFrame(rng));
-  const valid = concat(frames);
+  const valid = concat(...frames);
   if (rng.chance(0.1)) return valid;
   return mutate(rng, valid, {
     fields: frameFields(frames),

@@ -38,7 +38,7 @@ import { CONTROL_VERSION, MAX_CONTROL_FRAME, Tag } from '../../src/layout/fanout
 import { native } from '../../src/native/binding.js';
 import { streamFor, validFrame } from './control-codec.js';
 import { CaseContext, Run, type RunOptions, resultOf, type TargetResult } from './harness.js';
-import { caseRng, mutate, type Rng } from './mutate.js';
+import { caseRng, concat, mutate, type Rng } from './mutate.js';
 import { fuzzDir } from './segment-common.js';
 
 export const NAME = 'control-socket';
@@ -158,18 +158,6 @@ class Host {
 
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
 /** Cuts `bytes` into 1..4 writes. */
 function chunked(rng: Rng, bytes: Uint8Array): Uint8Array[] {
   const cuts = [0, bytes.length];
@@ -258,7 +246,7 @@ function planOf(rng: Rng): Plan {
   if (r < 0.55) {
     const frames = [hello(rng)];
     for (let n = rng.range(1, 4); n > 0; n--) frames.push(laterFrame(rng));
-    return { mode: 'hello-then', writes: chunked(rng, concat(frames)), waitMs, readReply: false };
+    return { mode: 'hello-then', writes: chunked(rng, concat(...frames)), waitMs, readReply: false };
   }
   if (r < 0.65) {
     const declared = rng.pick([MAX_CONTROL_FRAME + 1, 0x7fffffff, 0xffffffff, 1 << 20, MAX_CONTROL_FRAME]);
@@ -302,7 +290,7 @@ function planOf(rng: Rng): Plan {
     encodeFilterRequest(Tag.UNSUBSCRIBE, 2, { kinds: [], keys: keys.slice(0, 100), groups: [] }),
     new ControlWriter(Tag.BYE).finish(),
   ];
-  return { mode: 'heavy', writes: chunked(rng, concat(frames)), waitMs: rng.range(5, 30), readReply: false };
+  return { mode: 'heavy', writes: chunked(rng, concat(...frames)), waitMs: rng.range(5, 30), readReply: false };
 }
 
 /** A client through node:net. Its own errors (EPIPE, ECONNRESET) are not findings: the sender may close first. */
@@ -366,7 +354,7 @@ async function fdClient(path: string, plan: Plan): Promise<void> {
 
 async function runClient(ctx: CaseContext, rng: Rng, path: string): Promise<void> {
   const plan = planOf(rng);
-  const all = concat(plan.writes);
+  const all = concat(...plan.writes);
   ctx.input = all;
   ctx.detail = `${plan.mode}, ${plan.writes.length} writes of ${plan.writes.map((w) => w.length).join('+')} bytes${
     plan.fds ? `, fds ${plan.fds.map((f) => f.length).join('+')}` : ''

@@ -144,7 +144,8 @@ function readField(out: Uint8Array, at: number, width: 1 | 2 | 4): number {
   return v >>> 0;
 }
 
-function concat(...parts: Uint8Array[]): Uint8Array {
+/** The bytes of `parts`, one after the other. */
+export function concat(...parts: Uint8Array[]): Uint8Array {
   let n = 0;
   for (const p of parts) n += p.length;
   const out = new Uint8Array(n);
