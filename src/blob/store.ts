@@ -128,7 +128,7 @@ export interface BlobStoreStats {
   chunks: number;
   /** Table index of the active chunk, -1 before the first append. */
   active: number;
-  /** Appends completed, by every process. */
+  /** Appends completed, by every process (each publishes its count every 64 appends, and at stats() and close()). */
   appends: number;
   /** Chunks freed, by acknowledgement or TTL. */
   freed: number;

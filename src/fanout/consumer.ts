@@ -308,9 +308,9 @@ export class Consumer<T = FanoutMessage> extends EventEmitter implements AsyncIt
     private readonly options: ConsumerOptions<T>,
   ) {
     super();
-    this.decode =
-      options.decode ??
-      ((frame: Uint8Array) => decodeMessage(frame, undefined, (ref, rawLength) => this.viewBlob(ref, rawLength)) as T);
+    // One resolver for the consumer's life: no closure allocated per message.
+    const blobs = (ref: Uint8Array, rawLength: number) => this.viewBlob(ref, rawLength);
+    this.decode = options.decode ?? ((frame: Uint8Array) => decodeMessage(frame, undefined, blobs) as unknown as T);
     this.on('newListener', (event) => {
       if (event === 'message' && !this.pumping) queueMicrotask(() => this.pump());
     });

@@ -10,7 +10,7 @@
  * Allocates nothing on write; takeDescriptor allocates the result (and copies inline bytes).
  */
 import type { RingReader, RingWriter } from '../core/spsc-ring.js';
-import { ErrorCode, ShmFrameError } from '../errors.js';
+import { ErrorCode, ShmArgumentError, ShmFrameError } from '../errors.js';
 import {
   DESC_CHANNEL_OFFSET,
   DESC_FLAGS_OFFSET,
@@ -36,6 +36,14 @@ export interface Descriptor {
 }
 
 /** Writes and commits one descriptor (with `inline` bytes after it); false when the ring has no room now. */
+/** A descriptor's channel or flags word from a send option: undefined is 0, else a u32. */
+export function checkU32(v: number | undefined, what: string): number {
+  const x = v ?? 0;
+  if (!Number.isInteger(x) || x < 0 || x > 0xffffffff)
+    throw new ShmArgumentError(ErrorCode.INVALID_ARGUMENT, `${what} must be a u32, got ${v}`);
+  return x;
+}
+
 export function writeDescriptor(
   writer: RingWriter,
   views: DescriptorViews,

@@ -61,7 +61,7 @@ import { BLOCK_LENGTH, HEADER_LENGTH, Kind, OWNER_ROLE } from '../layout/segment
 import { INLINE_SLOT, minRingCapacity } from '../layout/session.js';
 import { Segment, type SegmentOptions } from '../segment/segment.js';
 import { WaitBlock, type WaitSpec, waitAsync } from '../segment/wake.js';
-import { takeDescriptor, writeDescriptor } from './descriptor.js';
+import { checkU32, takeDescriptor, writeDescriptor } from './descriptor.js';
 
 export interface HubCreateOptions extends SegmentOptions, EndOptions {
   /** Peers at once (default 8, at most 62). */
@@ -107,13 +107,6 @@ export class HubMessage {
     this.view = null;
     if (this.slot >= 0) this.end.releaseSlot(this.slot, this.generation);
   }
-}
-
-function u32(v: number | undefined, what: string): number {
-  const x = v ?? 0;
-  if (!Number.isInteger(x) || x < 0 || x > 0xffffffff)
-    throw new ShmArgumentError(ErrorCode.INVALID_ARGUMENT, `${what} must be a u32, got ${v}`);
-  return x;
 }
 
 /** What the host and a peer share: the slabs, allocation and the descriptor codec. */
@@ -242,8 +235,8 @@ abstract class Endpoint {
     data: Uint8Array,
     options: HubSendOptions | undefined,
   ): boolean {
-    const channel = u32(options?.channel, 'channel');
-    const flags = u32(options?.flags, 'flags');
+    const channel = checkU32(options?.channel, 'channel');
+    const flags = checkU32(options?.flags, 'flags');
     let key = this.ownSlot(data);
     let view = data;
     if (key < 0 && data.length <= this.h.inlineMax)

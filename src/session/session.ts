@@ -68,7 +68,7 @@ import {
 } from '../layout/session.js';
 import { Segment, type SegmentOptions } from '../segment/segment.js';
 import { WaitBlock, type WaitSpec, waitAsync } from '../segment/wake.js';
-import { takeDescriptor, writeDescriptor } from './descriptor.js';
+import { checkU32, takeDescriptor, writeDescriptor } from './descriptor.js';
 
 export interface SessionCreateOptions extends SegmentOptions, EndOptions {
   /** Descriptor ring bytes in each direction, a power of two (default 64 KiB). */
@@ -131,13 +131,6 @@ export class SessionMessage {
     this.view = null;
     if (this.slot >= 0) this.owner.releaseSlot(this.slot, this.generation, view);
   }
-}
-
-function checkU32(v: number | undefined, what: string): number {
-  const x = v ?? 0;
-  if (!Number.isInteger(x) || x < 0 || x > 0xffffffff)
-    throw new ShmArgumentError(ErrorCode.INVALID_ARGUMENT, `${what} must be a u32, got ${v}`);
-  return x;
 }
 
 export class Session {

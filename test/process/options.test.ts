@@ -53,6 +53,8 @@ test('Sender.listen, Consumer.connect and setupShmConsumer refuse bad options be
     ['sender kind out of range', () => Sender.listen({ path: '/tmp/shmbus-o.sock', kinds: { 300: 'always' } })],
     ['sender kind mode', () => Sender.listen({ path: '/tmp/shmbus-o.sock', kinds: { 1: 'bogus' as never } })],
     ['sender allowUids', () => Sender.listen({ path: '/tmp/shmbus-o.sock', allowUids: ['root' as never] })],
+    ['sender blobs', () => Sender.listen({ path: '/tmp/shmbus-o.sock', blobs: {} as never })],
+    ['sender blobThreshold', () => Sender.listen({ path: '/tmp/shmbus-o.sock', blobThreshold: 0 })],
     ['consumer path', () => Consumer.connect('')],
     ['solana queueCapacity', () => setupShmConsumer('/tmp/shmbus-o-none.sock', { queueCapacity: 0 })],
   ];
