@@ -2,7 +2,7 @@
 import { BlobHandle, BlobStore, Channel } from 'shmbus';
 
 const handles = Channel.open('example-blob-handles', { waitMs: 10_000 });
-const store = BlobStore.attach('example-blobs'); // its configuration comes from the writer
+const store = BlobStore.attach('example-blobs', { readOnly: true }); // its configuration comes from the writer
 for await (const frame of handles) {
   const h = BlobHandle.fromBytes(frame);
   if (h.size < 100) {

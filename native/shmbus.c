@@ -667,6 +667,45 @@ static napi_value js_unmap(napi_env env, napi_callback_info info)
   return make_undefined(env);
 }
 
+/*
+ * protect(handle, offset, length, writable): mprotect a page-aligned range of a live mapping
+ * to PROT_READ (or back to read-write). A reader uses it to make the part of a segment it
+ * must never write (ring payloads, blob data) read-only, so a stray write kills the reader
+ * with SIGSEGV instead of corrupting what the producer and the other readers see. `offset`
+ * must be a multiple of the page size; the range is clipped to the mapping.
+ */
+static napi_value js_protect(napi_env env, napi_callback_info info)
+{
+  napi_value argv[4];
+  mapping_t *m;
+  double offset, length;
+  bool writable;
+  if (!get_args(env, info, 4, argv) ||
+      !arg_handle(env, argv[0], &MAPPING_TAG, "handle", "a MappingHandle from map()", (void **)&m) ||
+      !arg_integer(env, argv[1], "offset", 0, MAX_SAFE_INTEGER, &offset) ||
+      !arg_integer(env, argv[2], "length", 0, MAX_SAFE_INTEGER, &length) ||
+      !arg_bool(env, argv[3], "writable", &writable))
+    return NULL;
+  if (m->unmapped)
+    return make_bool(env, false);
+  long page = sysconf(_SC_PAGESIZE);
+  if (page <= 0 || (size_t)offset % (size_t)page != 0) {
+    throw_range(env, "The \"offset\" argument must be a multiple of the page size (%ld). Received %.0f", page,
+                offset);
+    return NULL;
+  }
+  if (offset >= (double)m->length || length == 0)
+    return make_bool(env, true);
+  size_t len = (size_t)length;
+  if ((size_t)offset + len > m->length)
+    len = m->length - (size_t)offset;
+  if (mprotect((char *)m->base + (size_t)offset, len, PROT_READ | (writable ? PROT_WRITE : 0)) != 0) {
+    throw_system(env, errno, "mprotect", NULL);
+    return NULL;
+  }
+  return make_bool(env, true);
+}
+
 /* ---------------------------------------------------------------------------------------
  * OFD locks: owned by the open file description, so two fds of one process conflict (unlike
  * classic POSIX locks), and released by the kernel when the last fd of it is closed,
@@ -2074,6 +2113,8 @@ static napi_value js_constants(napi_env env, napi_callback_info info)
     TRY(napi_create_int32(env, constants[i].value, &value));
     TRY(napi_set_named_property(env, result, constants[i].name, value));
   }
+  TRY(napi_create_int32(env, (int32_t)sysconf(_SC_PAGESIZE), &value));
+  TRY(napi_set_named_property(env, result, "PAGE_SIZE", value));
   return result;
 }
 
@@ -2089,6 +2130,7 @@ NAPI_MODULE_INIT()
       FN("unlink", js_unlink),
       FN("map", js_map),
       FN("unmap", js_unmap),
+      FN("protect", js_protect),
       FN("lockTry", js_lock_try),
       FN("lockRelease", js_lock_release),
       FN("lockHeld", js_lock_held),

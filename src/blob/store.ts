@@ -26,9 +26,10 @@ import { ErrorCode, ShmArgumentError, ShmError, ShmFrameError, ShmSegmentError, 
 import {
   ACKED_OFFSET,
   APPENDS_OFFSET,
+  ackIndex,
+  ackWords,
   BLOB_PROTOCOL_VERSION,
   CHUNK_CAPACITY_OFFSET,
-  CHUNK_DATA_OFFSET,
   CHUNK_DATA_OFFSET_OFFSET,
   CHUNK_GENERATION_OFFSET,
   CHUNK_INDEX_OFFSET,
@@ -36,28 +37,28 @@ import {
   CHUNK_PROTOCOL_OFFSET,
   CHUNK_SIZE_OFFSET,
   ChunkState,
+  chunkDataOffset,
   chunkFileLength,
   controlLength,
   DECAY_OFFSET,
   EMPTY_SINCE_OFFSET,
   ENTRIES_OFFSET,
-  ENTRY_BITMAP_OFFSET,
   ENTRY_CHECK_OFFSET,
   ENTRY_CREATED_OFFSET,
   ENTRY_CREATOR_PID_OFFSET,
   ENTRY_CREATOR_START_OFFSET,
   ENTRY_GENERATION_OFFSET,
+  ENTRY_HEADER_LENGTH,
   ENTRY_LENGTH_OFFSET,
   ENTRY_RECIPIENTS_OFFSET,
-  ENTRY_REMAINING_OFFSET,
   ENTRY_STATE_OFFSET,
   EXPIRED_OFFSET,
   entryCheck,
-  entryHeaderLength,
   entrySize,
   FIRST_WRITE_OFFSET,
   FREED_OFFSET,
   FULL_OFFSET,
+  fullMask,
   LAST_LEASE_OFFSET,
   LAST_WRITE_OFFSET,
   LEASE_TIMEOUT_OFFSET,
@@ -73,6 +74,7 @@ import {
   PREFETCHING_OFFSET,
   PROTOCOL_OFFSET,
   SEALED_OFFSET,
+  SMALL_RECIPIENTS,
   STORE_CLOSED_OFFSET,
   STORE_PARAMS_LENGTH,
   TABLE_ENTRY_LENGTH,
@@ -86,7 +88,7 @@ import {
 import { Kind } from '../layout/segment.js';
 import { FILE_PREFIX, pendingPrefix, segmentDir, segmentPath, validateName } from '../segment/names.js';
 import { processStartTime, selfStartTime } from '../segment/process-identity.js';
-import { removeIfOwnerDead, Segment } from '../segment/segment.js';
+import { pageSize, removeIfOwnerDead, Segment } from '../segment/segment.js';
 import { BlobHandle } from './handle.js';
 
 export interface BlobStoreOptions {
@@ -116,6 +118,12 @@ export interface BlobAttachOptions {
    * progress).
    */
   readyTimeoutMs?: number;
+  /**
+   * Map chunk data read-only (default false): for readers that only resolve, view and
+   * acknowledge. A stray write into a view then kills this process (SIGSEGV) instead of
+   * corrupting what the writer and other readers see; append() is refused.
+   */
+  readOnly?: boolean;
 }
 
 export interface BlobAppendOptions {
@@ -248,6 +256,9 @@ export class BlobStore {
   /** Old mappings still leased here. */
   private readonly retiredLeased = new Set<ChunkMapping>();
   private readonly prefetchBytes: number;
+  /** Where each chunk file's data area starts (a page boundary) and how long the file is. */
+  private readonly dataOffset: number;
+  private readonly fileLength: number;
   private timer: NodeJS.Timeout | null = null;
   private unpublishedAppends = 0;
   private closedByUs = false;
@@ -259,6 +270,8 @@ export class BlobStore {
     readonly isCreator: boolean,
     dir: string,
     mode: number | undefined,
+    /** Attached with readOnly: chunk data mapped read-only, append() refused. */
+    readonly readOnly = false,
   ) {
     const dv = control.views.dv;
     this.i32 = control.views.i32;
@@ -268,7 +281,9 @@ export class BlobStore {
     this.decayMs = dv.getUint32(DECAY_OFFSET, true);
     this.prefetchAt = dv.getUint32(PREFETCH_OFFSET, true) / 1000;
     this.leaseTimeoutMs = dv.getUint32(LEASE_TIMEOUT_OFFSET, true);
-    this.maxAppend = this.capacity - entryHeaderLength(1);
+    this.maxAppend = this.capacity - ENTRY_HEADER_LENGTH;
+    this.dataOffset = chunkDataOffset(this.capacity, pageSize());
+    this.fileLength = chunkFileLength(this.capacity, pageSize());
     this.prefetchBytes = Math.ceil(this.capacity * this.prefetchAt);
     this.dir = dir;
     this.mode = mode;
@@ -372,7 +387,10 @@ export class BlobStore {
           `blob store ${JSON.stringify(name)} has corrupt parameters: ${problems.join('; ')}`,
           { details: { name, problems } },
         );
-      return new BlobStore(name, seg, false, dir, undefined);
+      const readOnly = options?.readOnly ?? false;
+      if (typeof readOnly !== 'boolean')
+        throw new ShmArgumentError(ErrorCode.INVALID_ARGUMENT, `readOnly must be a boolean, got ${typeof readOnly}`);
+      return new BlobStore(name, seg, false, dir, undefined, readOnly);
     } catch (err) {
       seg.close();
       throw err;
@@ -454,8 +472,8 @@ export class BlobStore {
       dv.getUint32(CHUNK_GENERATION_OFFSET, true) !== generation ||
       dv.getUint32(CHUNK_INDEX_OFFSET, true) !== index ||
       dv.getUint32(CHUNK_CAPACITY_OFFSET, true) !== this.capacity ||
-      dv.getUint32(CHUNK_DATA_OFFSET_OFFSET, true) !== CHUNK_DATA_OFFSET ||
-      seg.length < chunkFileLength(this.capacity)
+      dv.getUint32(CHUNK_DATA_OFFSET_OFFSET, true) !== this.dataOffset ||
+      seg.length < this.fileLength
     ) {
       seg.close();
       throw new ShmSegmentError(
@@ -464,6 +482,8 @@ export class BlobStore {
         { details: { name: this.name, index, generation } },
       );
     }
+    // Only appenders write the data area: a read-only attacher cannot (a stray write faults here).
+    if (this.readOnly) seg.protectReadOnly(this.dataOffset);
     return this.adopt(seg, index, generation);
   }
 
@@ -499,6 +519,11 @@ export class BlobStore {
    */
   append(bytes: Uint8Array, options?: BlobAppendOptions): BlobHandle {
     this.assertOpen();
+    if (this.readOnly)
+      throw new ShmStateError(
+        ErrorCode.INVALID_ARGUMENT,
+        `blob store ${JSON.stringify(this.name)} is attached read-only here: append() is refused`,
+      );
     if (!(bytes instanceof Uint8Array))
       throw new ShmArgumentError(ErrorCode.INVALID_ARGUMENT, `append() takes a Uint8Array, got ${typeof bytes}`);
     const recipients = options?.recipients ?? 1;
@@ -510,7 +535,7 @@ export class BlobStore {
       throw new ShmFrameError(
         ErrorCode.TOO_LARGE,
         `${length} bytes (${size} with the entry header) do not fit a ${this.capacity}-byte chunk of blob store ${JSON.stringify(this.name)}`,
-        { details: { length, chunkSize: this.capacity, maxAppend: this.capacity - entryHeaderLength(recipients) } },
+        { details: { length, chunkSize: this.capacity, maxAppend: this.maxAppend } },
       );
     const i32 = this.i32;
     for (let attempt = 0; attempt < 1000; attempt++) {
@@ -568,16 +593,21 @@ export class BlobStore {
         if (!fast) this.rollForAppend(head, length);
         continue;
       }
-      const at = CHUNK_DATA_OFFSET + offset;
+      const at = this.dataOffset + offset;
       const dv = m.seg.views.dv;
       dv.setUint32(at + ENTRY_LENGTH_OFFSET, length, true);
       dv.setUint32(at + ENTRY_CHECK_OFFSET, entryCheck(generation, offset, length), true);
       dv.setUint32(at + ENTRY_RECIPIENTS_OFFSET, recipients, true);
-      dv.setInt32(at + ENTRY_REMAINING_OFFSET, recipients, true);
-      // A recycled chunk holds old bytes: clear the acknowledgement bits.
-      for (let w = 0, words = (recipients + 31) >>> 5; w < words; w++)
-        dv.setUint32(at + ENTRY_BITMAP_OFFSET + 4 * w, 0, true);
-      m.u8.set(bytes, at + entryHeaderLength(recipients));
+      dv.setUint32(at + ENTRY_RECIPIENTS_OFFSET + 4, 0, true);
+      // The entry's ACK words (a recycled chunk holds old ones): the bitmap, or `remaining`
+      // then the bitmap.
+      const ack = ackIndex(offset) >> 2;
+      if (recipients <= SMALL_RECIPIENTS) c[ack] = 0;
+      else {
+        c[ack] = recipients;
+        for (let w = 1, words = ackWords(recipients); w < words; w++) c[ack + w] = 0;
+      }
+      m.u8.set(bytes, at + ENTRY_HEADER_LENGTH);
       // A plain read: a stale 0 only costs a compare-and-swap that fails.
       // One clock read per append (~50 ns): the handle's timestamp and the chunk's stamps.
       const nowMs = Date.now();
@@ -769,14 +799,14 @@ export class BlobStore {
       seg = Segment.create(
         chunkName(this.name, generation),
         Kind.BLOB_CHUNK,
-        chunkFileLength(this.capacity),
+        this.fileLength,
         CHUNK_PARAMS_LENGTH,
         ({ dv }) => {
           dv.setUint32(CHUNK_PROTOCOL_OFFSET, BLOB_PROTOCOL_VERSION, true);
           dv.setUint32(CHUNK_GENERATION_OFFSET, generation, true);
           dv.setUint32(CHUNK_INDEX_OFFSET, index, true);
           dv.setUint32(CHUNK_CAPACITY_OFFSET, this.capacity, true);
-          dv.setUint32(CHUNK_DATA_OFFSET_OFFSET, CHUNK_DATA_OFFSET, true);
+          dv.setUint32(CHUNK_DATA_OFFSET_OFFSET, this.dataOffset, true);
         },
         { dir: this.dir, mode: this.mode },
       );
@@ -816,8 +846,8 @@ export class BlobStore {
     if (m === null) return null;
     // `used` is shared memory: never trust it beyond the chunk's own size.
     const used = Math.min(Atomics.load(m.i32, USED_OFFSET >> 2) >>> 0, this.capacity);
-    if (offset + ENTRY_BITMAP_OFFSET > used) return null;
-    const at = CHUNK_DATA_OFFSET + offset;
+    if (offset + ENTRY_HEADER_LENGTH > used) return null;
+    const at = this.dataOffset + offset;
     const dv = m.seg.views.dv;
     const recipients = dv.getUint32(at + ENTRY_RECIPIENTS_OFFSET, true);
     if (
@@ -828,7 +858,7 @@ export class BlobStore {
       offset + entrySize(size, recipients) > used
     )
       return null;
-    return { m, at, header: entryHeaderLength(recipients) };
+    return { m, at, header: ENTRY_HEADER_LENGTH };
   }
 
   private live(chunk: number, generation: number): boolean {
@@ -902,11 +932,18 @@ export class BlobStore {
         ErrorCode.INVALID_ARGUMENT,
         `recipient must be an integer in 0..${recipients - 1} for this blob, got ${recipient}`,
       );
-    const word = (at + ENTRY_BITMAP_OFFSET + 4 * (recipient >>> 5)) >> 2;
+    const ack = ackIndex(at - this.dataOffset) >> 2;
     const bit = 1 << (recipient & 31);
-    // The bit makes a repeated acknowledgement count nothing, from any process.
-    if ((Atomics.or(m.i32, word, bit) & bit) !== 0) return false;
-    if (Atomics.sub(m.i32, (at + ENTRY_REMAINING_OFFSET) >> 2, 1) === 1) Atomics.add(m.i32, ACKED_OFFSET >> 2, 1);
+    // The bit makes a repeated acknowledgement count nothing, from any process; the one that
+    // completes the entry (the last bit, or `remaining` reaching 0) counts it acknowledged.
+    if (recipients <= SMALL_RECIPIENTS) {
+      const before = Atomics.or(m.i32, ack, bit);
+      if ((before & bit) !== 0) return false;
+      if ((before | bit) === fullMask(recipients)) Atomics.add(m.i32, ACKED_OFFSET >> 2, 1);
+      return true;
+    }
+    if ((Atomics.or(m.i32, ack + 1 + (recipient >>> 5), bit) & bit) !== 0) return false;
+    if (Atomics.sub(m.i32, ack, 1) === 1) Atomics.add(m.i32, ACKED_OFFSET >> 2, 1);
     return true;
   }
 
@@ -915,7 +952,10 @@ export class BlobStore {
     this.assertOpen();
     const where = this.locate(h);
     if (where === null) return false;
-    return Atomics.load(where.m.i32, (where.at + ENTRY_REMAINING_OFFSET) >> 2) <= 0;
+    const { m, at } = where;
+    const recipients = m.seg.views.dv.getUint32(at + ENTRY_RECIPIENTS_OFFSET, true);
+    const ack = Atomics.load(m.i32, ackIndex(at - this.dataOffset) >> 2);
+    return recipients <= SMALL_RECIPIENTS ? ack === fullMask(recipients) : ack <= 0;
   }
 
   // ---------------------------------------------------------------- freeing

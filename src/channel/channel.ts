@@ -61,7 +61,7 @@ import {
 } from '../layout/channel.js';
 import { Kind } from '../layout/segment.js';
 import { segmentPath, validateName } from '../segment/names.js';
-import { Segment, type SegmentOptions } from '../segment/segment.js';
+import { pageSize, Segment, type SegmentOptions } from '../segment/segment.js';
 import { WaitBlock, type WaitSpec, waitAsync, waitSync } from '../segment/wake.js';
 
 /**
@@ -180,7 +180,7 @@ function geometryFromOptions(options: ChannelCreateOptions): ChannelGeometry {
       throw new ShmArgumentError(ErrorCode.INVALID_ARGUMENT, 'priorities shares must be positive numbers');
     shares = [p.critical / total, p.high / total, p.low / total];
   }
-  const g = channelGeometry(capacity, shares, options.maxFrame);
+  const g = channelGeometry(capacity, shares, options.maxFrame, pageSize());
   const problems = checkChannelGeometry(g, Number.POSITIVE_INFINITY);
   if (problems.length > 0)
     throw new ShmArgumentError(ErrorCode.INVALID_ARGUMENT, `invalid channel options: ${problems.join('; ')}`, {
@@ -300,6 +300,9 @@ function openReceiver(name: string, options: ChannelOpenOptions, via?: string): 
       throw new ShmSegmentError(ErrorCode.BUSY, `channel ${JSON.stringify(name)} already has a live consumer`, {
         details: { name, consumerPid: seg.views.dv.getUint32(CONSUMER_PID_OFFSET, true) },
       });
+    // Only the producer writes the ring data: the receiver maps it read-only (segments made
+    // by Channel.create() start it on a page boundary; older ones stay read-write).
+    seg.protectReadOnly(g.dataIndices[0]);
     return new ChannelReceiver(seg, g, end);
   } catch (err) {
     seg.close();

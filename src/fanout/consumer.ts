@@ -607,7 +607,7 @@ export class Consumer<T = FanoutMessage> extends EventEmitter implements AsyncIt
     const source = this.blobSource;
     if (source === null)
       throw new ShmFrameError(ErrorCode.CORRUPT, 'a blob frame from a sender that named no blob store');
-    this.blobs ??= BlobStore.attach(source.name, { dir: source.dir });
+    this.blobs ??= BlobStore.attach(source.name, { dir: source.dir, readOnly: true });
     const handle = BlobHandle.readFrom(ref, 0);
     const recipient = new DataView(ref.buffer, ref.byteOffset).getUint32(24, true);
     if (handle.size !== rawLength)

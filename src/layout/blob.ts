@@ -37,12 +37,18 @@
  *    +16 sealed i32 (1: no new reservations; set before the table says SEALED)
  *    +20 firstWriteMs u32   +24 emptySinceMs u32   +28 leases i32   +32 lastLeaseMs u32
  *    +36 lastWriteMs u32 (the newest entry's time: the chunk expires once it is older than the TTL)
- *  192 data area, chunkSize bytes: entries back to back, each 8-byte aligned:
+ *  192 ACK area, ceil(chunkSize / 64) u32 words: the words of the entry at data offset o start
+ *      at word o / 64 (entries take at least 64 B per word they use, so they never overlap):
+ *      recipients <= 32: 1 word, the bitmap (bit r = recipient r acknowledged);
+ *      more: remaining i32 (recipients that have not acknowledged yet), then ceil(recipients / 32) bitmap words
+ *  dataOffset (the end of the ACK area rounded up to the page size): data area, chunkSize bytes,
+ *      entries back to back, each 8-byte aligned and at least 64 B per ack word:
  *    +0 length u32 (payload bytes)  +4 check u32 (entryCheck(generation, offset, length))
- *    +8 recipients u32  +12 remaining i32 (recipients that have not acknowledged yet)
- *    +16 ack bitmap: ceil(recipients / 32) u32 words, bit r = recipient r acknowledged
- *    then the payload; the entry is padded to a multiple of 8
+ *    +8 recipients u32  +12 (0)  +16 payload, padded
  * ```
+ * Only appenders write the data area; readers (acknowledgements, leases) write the CHUNK block
+ * and the ACK area, so a read-only attacher maps the data area read-only.
+ *
  * Times (`*Ms` u32) are the low 32 bits of Date.now(), odd (| 1) so that 0 means "none";
  * ages are computed modulo 2^32, so TTLs and decays must stay below 2^31 ms (24 days).
  *
@@ -54,7 +60,8 @@ import { HEADER_LENGTH, PARAMS_OFFSET } from './segment.js';
 /** The STORE and CHUNK blocks are one cache line each. */
 export const SMALL_BLOCK_LENGTH = 64;
 
-export const BLOB_PROTOCOL_VERSION = 1;
+/** 2: acknowledgements moved out of the entries into the ACK area (read-only data area). */
+export const BLOB_PROTOCOL_VERSION = 2;
 
 // Control parameters.
 export const PROTOCOL_OFFSET = PARAMS_OFFSET;
@@ -124,29 +131,52 @@ export const EMPTY_SINCE_OFFSET = FIRST_WRITE_OFFSET + 4;
 export const LEASES_OFFSET = EMPTY_SINCE_OFFSET + 4;
 export const LAST_LEASE_OFFSET = LEASES_OFFSET + 4;
 export const LAST_WRITE_OFFSET = LAST_LEASE_OFFSET + 4;
-/** Where a chunk's data area starts. */
-export const CHUNK_DATA_OFFSET = CHUNK_BLOCK_OFFSET + SMALL_BLOCK_LENGTH;
+/** Where a chunk's ACK area starts. */
+export const CHUNK_ACKS_OFFSET = CHUNK_BLOCK_OFFSET + SMALL_BLOCK_LENGTH;
+/** Data-area bytes per ACK-area word. */
+export const ACK_GRANULE = 64;
 
-export function chunkFileLength(chunkSize: number): number {
-  return CHUNK_DATA_OFFSET + chunkSize;
+export function ackAreaLength(chunkSize: number): number {
+  return Math.ceil(chunkSize / ACK_GRANULE) * 4;
+}
+
+/** Where a chunk's data area starts: after its ACK area, on a page boundary (mapped read-only by readers). */
+export function chunkDataOffset(chunkSize: number, pageSize: number): number {
+  return Math.ceil((CHUNK_ACKS_OFFSET + ackAreaLength(chunkSize)) / pageSize) * pageSize;
+}
+
+export function chunkFileLength(chunkSize: number, pageSize: number): number {
+  return chunkDataOffset(chunkSize, pageSize) + chunkSize;
 }
 
 // Entries.
 export const ENTRY_LENGTH_OFFSET = 0;
 export const ENTRY_CHECK_OFFSET = 4;
 export const ENTRY_RECIPIENTS_OFFSET = 8;
-export const ENTRY_REMAINING_OFFSET = 12;
-export const ENTRY_BITMAP_OFFSET = 16;
-export const MAX_RECIPIENTS = 1024;
-
 /** Bytes before an entry's payload. */
-export function entryHeaderLength(recipients: number): number {
-  return ENTRY_BITMAP_OFFSET + 4 * Math.ceil(recipients / 32);
+export const ENTRY_HEADER_LENGTH = 16;
+export const MAX_RECIPIENTS = 1024;
+/** Recipients whose acknowledgements fit one bitmap word (no `remaining` word). */
+export const SMALL_RECIPIENTS = 32;
+
+/** ACK-area words of an entry with `recipients`. */
+export function ackWords(recipients: number): number {
+  return recipients <= SMALL_RECIPIENTS ? 1 : 1 + Math.ceil(recipients / 32);
 }
 
-/** Bytes an entry of `length` payload bytes takes in a chunk (8-byte aligned). */
+/** Byte index (in the chunk file) of the first ACK word of the entry at data offset `offset`. */
+export function ackIndex(offset: number): number {
+  return CHUNK_ACKS_OFFSET + (offset >>> 6) * 4;
+}
+
+/** The bitmap of an entry of `recipients` <= 32 once every one acknowledged, as an int32. */
+export function fullMask(recipients: number): number {
+  return recipients >= 32 ? -1 : (1 << recipients) - 1;
+}
+
+/** Bytes an entry of `length` payload bytes takes in a chunk (8-byte aligned, at least ACK_GRANULE per ack word). */
 export function entrySize(length: number, recipients = 1): number {
-  return (entryHeaderLength(recipients) + length + 7) & ~7;
+  return Math.max((ENTRY_HEADER_LENGTH + length + 7) & ~7, ACK_GRANULE * ackWords(recipients));
 }
 
 /** The check word of an entry: a handle whose offset is not an entry of this chunk fails it. */

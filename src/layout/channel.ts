@@ -19,7 +19,9 @@
  *    +0 sleeping i32  +4 seq i32 (futex word)
  *  512 SPACE_WAIT block (128 B): the producer parks here
  *    +0 sleeping i32  +4 seq i32 (futex word)
- *  640 class 0 ring data (ringLength[0] bytes), then class 1, class 2, each 128-aligned
+ *  640 (rounded up to the page size by Channel.create: 4096 on x86-64) class 0 ring data
+ *       (ringLength[0] bytes), then class 1, class 2, each 128-aligned; the receiver maps
+ *       the data read-only
  * ```
  * Each block is written by one process only (the wait blocks: `sleeping` by the parker,
  * `seq` by the waker), so no cache line is written from both sides on the hot path.
@@ -74,6 +76,12 @@ export const SLEEPING_OFFSET = 0;
 export const SEQ_OFFSET = 4;
 
 export const RINGS_OFFSET = SPACE_WAIT_OFFSET + BLOCK_LENGTH;
+/**
+ * The first ring's data starts at RINGS_OFFSET rounded up to `dataAlign` (channelGeometry):
+ * Channel.create() uses the page size, so the data area can be mapped read-only by the
+ * receiver. A reader accepts any block-aligned start up to this far past RINGS_OFFSET.
+ */
+export const MAX_DATA_ALIGN = 64 * 1024;
 
 export const RECORD_LENGTH_OFFSET = 0;
 export const RECORD_TYPE_OFFSET = 4;
@@ -122,18 +130,21 @@ export function largestPayload(ringLength: number): number {
 /**
  * Computes the rings of a channel. `capacity` is the total ring bytes (a power of two);
  * with `shares`, it is split into one ring per class (each a multiple of 8).
- * `maxFrame` defaults to half the smallest ring, minus a header.
+ * `maxFrame` defaults to half the smallest ring, minus a header. `dataAlign` places the
+ * first ring's data on that boundary: Channel.create() passes the page size, so the receiver
+ * can make every ring's data read-only (a stray write kills the receiver, not the stream).
  */
 export function channelGeometry(
   capacity: number,
   shares: readonly number[] | null,
   maxFrame?: number,
+  dataAlign = BLOCK_LENGTH,
 ): ChannelGeometry {
   const ringLengths = shares === null ? [capacity] : shares.map((s) => Math.floor((capacity * s) / 8) * 8);
   const smallest = Math.min(...ringLengths);
   const frame = maxFrame ?? Math.floor(smallest / 2 / 8) * 8 - RECORD_HEADER_LENGTH;
   const dataIndices: number[] = [];
-  let at = RINGS_OFFSET;
+  let at = alignUp(RINGS_OFFSET, dataAlign);
   for (const length of ringLengths) {
     dataIndices.push(at);
     at = alignUp(at + length, BLOCK_LENGTH);
@@ -156,7 +167,11 @@ export function checkChannelGeometry(g: ChannelGeometry, fileLength: number): st
     const index = g.dataIndices[c];
     if (!Number.isInteger(length) || length < 64 || length % RECORD_ALIGNMENT !== 0)
       problems.push(`ringLength[${c}]=${length} (must be a multiple of 8, at least 64)`);
-    if (index !== alignUp(end, BLOCK_LENGTH))
+    if (c === 0) {
+      // The first ring starts on a block boundary, at most one (largest) page after the blocks.
+      if (!Number.isInteger(index) || index % BLOCK_LENGTH !== 0 || index < end || index > end + MAX_DATA_ALIGN)
+        problems.push(`dataOffset[0]=${index} (must be a multiple of 128 in ${end}..${end + MAX_DATA_ALIGN})`);
+    } else if (index !== alignUp(end, BLOCK_LENGTH))
       problems.push(`dataOffset[${c}]=${index} (expected ${alignUp(end, 128)})`);
     end = index + length;
     total += length;

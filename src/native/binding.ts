@@ -79,6 +79,12 @@ export interface NativeBinding {
    * If never called, the mapping is unmapped when the ArrayBuffer is garbage collected.
    */
   unmap(handle: MappingHandle, buffer: ArrayBuffer): void;
+  /**
+   * mprotect [offset, offset + length) of a live mapping (clipped to it) to read-only
+   * (`writable` false) or read-write. `offset` must be a multiple of the page size. A write
+   * into a read-only range kills the process with SIGSEGV. False if already unmapped.
+   */
+  protect(handle: MappingHandle, offset: number, length: number, writable: boolean): boolean;
 
   /** fcntl(F_OFD_SETLK, F_WRLCK) on the single byte at `offset`: true if taken, false if another open file description holds it. */
   lockTry(fd: number, offset: number): boolean;

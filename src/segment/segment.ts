@@ -305,6 +305,18 @@ export class Segment {
   }
 
   /**
+   * Makes the mapping read-only from byte `offset` to its end, so a stray write there kills
+   * this process (SIGSEGV) instead of corrupting what other processes read. Readers use it
+   * on the areas only the producer writes. False (and nothing changed) when `offset` is not
+   * on a page boundary or past the end, or the segment is closed.
+   */
+  protectReadOnly(offset: number): boolean {
+    const handle = this.handle;
+    if (handle === null || offset % pageSize() !== 0 || offset >= this.length) return false;
+    return native().protect(handle, offset, this.length - offset, false);
+  }
+
+  /**
    * Releases every role, detaches the views (they then read as length 0), unmaps and
    * closes the file. Idempotent. Does not unlink.
    */
@@ -318,6 +330,13 @@ export class Segment {
     n.closeFd(this.fd); // drops every OFD lock of this file description
     this.fd = -1;
   }
+}
+
+let page = 0;
+/** The system's page size (what mprotect works in). */
+export function pageSize(): number {
+  if (page === 0) page = native().constants().PAGE_SIZE;
+  return page;
 }
 
 /**

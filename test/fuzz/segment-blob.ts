@@ -31,9 +31,11 @@ import { join } from 'node:path';
 import { BlobHandle } from '../../src/blob/handle.js';
 import { BlobStore, type BlobView } from '../../src/blob/store.js';
 import {
+  ackAreaLength,
+  CHUNK_ACKS_OFFSET,
   CHUNK_BLOCK_OFFSET,
-  CHUNK_DATA_OFFSET,
-  ENTRY_BITMAP_OFFSET,
+  chunkDataOffset,
+  ENTRY_HEADER_LENGTH,
   HANDLE_LENGTH,
   STORE_BLOCK_OFFSET,
   TABLE_ENTRY_LENGTH,
@@ -41,6 +43,7 @@ import {
 } from '../../src/layout/blob.js';
 import { PARAMS_OFFSET } from '../../src/layout/segment.js';
 import { FILE_PREFIX, segmentPath } from '../../src/segment/names.js';
+import { pageSize } from '../../src/segment/segment.js';
 import { type CaseContext, Run, type RunOptions, resultOf, type TargetResult } from './harness.js';
 import { type Field, mutate, type Rng } from './mutate.js';
 import { fuzzDir, inside, type Patcher, type Region, runOps, runWorlds, type World } from './segment-common.js';
@@ -119,7 +122,7 @@ function regionsOf(w: BlobWorld, patcher: Patcher): Region[] {
         start: PARAMS_OFFSET,
         end: PARAMS_OFFSET + 20,
         weight: 0.6 * share,
-        limits: [w.chunkSize, CHUNK_DATA_OFFSET, w.maxChunks],
+        limits: [w.chunkSize, dataOffsetOf(w), w.maxChunks],
       },
       {
         name: 'chunk-block',
@@ -130,10 +133,18 @@ function regionsOf(w: BlobWorld, patcher: Patcher): Region[] {
         limits: [w.chunkSize, 0x7fffffff, 0x80000000, 0xffffffff, 1 << 20, 1 << 30],
       },
       {
+        name: 'chunk-acks',
+        path: chunk,
+        start: CHUNK_ACKS_OFFSET,
+        end: CHUNK_ACKS_OFFSET + ackAreaLength(w.chunkSize),
+        weight: 0.5 * share,
+        limits: [0, 1, 2, 3, 0x7fffffff, 0xffffffff],
+      },
+      {
         name: 'chunk-data',
         path: chunk,
-        start: CHUNK_DATA_OFFSET,
-        end: CHUNK_DATA_OFFSET + w.chunkSize,
+        start: dataOffsetOf(w),
+        end: dataOffsetOf(w) + w.chunkSize,
         weight: 0.5 * share,
       },
     );
@@ -142,17 +153,21 @@ function regionsOf(w: BlobWorld, patcher: Patcher): Region[] {
   for (const h of w.handles.slice(-6)) {
     const chunk = join(fuzzDir(), `${FILE_PREFIX}${w.name}.b${h.generation}`);
     if (!chunks.includes(chunk)) continue;
-    const at = CHUNK_DATA_OFFSET + h.offset;
+    const at = dataOffsetOf(w) + h.offset;
     regions.push({
       name: 'entry-header',
       path: chunk,
       start: at,
-      end: at + ENTRY_BITMAP_OFFSET + 8,
+      end: at + ENTRY_HEADER_LENGTH,
       weight: 0.6,
       limits: [h.size, 0, 1, 32, 33, 1024, 1025],
     });
   }
   return regions;
+}
+
+function dataOffsetOf(w: BlobWorld): number {
+  return chunkDataOffset(w.chunkSize, pageSize());
 }
 
 function create(rng: Rng, name: string, ctx: CaseContext): BlobWorld {
@@ -211,7 +226,7 @@ function handleOf(w: BlobWorld, rng: Rng): BlobHandle | null {
   const base = known?.toBytes() ?? rng.bytes(HANDLE_LENGTH);
   const bytes = mutate(rng, base, {
     fields: HANDLE_FIELDS,
-    limits: [w.chunkSize, w.maxChunks, CHUNK_DATA_OFFSET, 1 << 30, 2 ** 31],
+    limits: [w.chunkSize, w.maxChunks, dataOffsetOf(w), 1 << 30, 2 ** 31],
     rounds: rng.range(1, 3),
   });
   if (bytes.length !== HANDLE_LENGTH) return BlobHandle.readFrom(base, 0);
@@ -247,10 +262,10 @@ const OPS: ReadonlyArray<readonly [number, (a: Args) => unknown]> = [
       if (v === undefined || v === null) return;
       ctx.tally('views');
       ctx.check(
-        inside(v.data, CHUNK_DATA_OFFSET, CHUNK_DATA_OFFSET + w.chunkSize, h.size),
+        inside(v.data, dataOffsetOf(w), dataOffsetOf(w) + w.chunkSize, h.size),
         'view',
         () =>
-          `a view of ${v.data.length} bytes at ${v.data.byteOffset} for a handle of ${h.size} (data area ${CHUNK_DATA_OFFSET}..${CHUNK_DATA_OFFSET + w.chunkSize})`,
+          `a view of ${v.data.length} bytes at ${v.data.byteOffset} for a handle of ${h.size} (data area ${dataOffsetOf(w)}..${dataOffsetOf(w) + w.chunkSize})`,
       );
       if (rng.chance(0.5)) ctx.attempt('view.release', () => v.release());
       else w.views.push(v);

@@ -1,6 +1,6 @@
 /**
  * Real child processes for cross-process tests. Fixtures are compiled .ts files under
- * test/fixtures; children talk to the parent with JSON lines on stdout.
+ * test/fixtures; children talk to the parent with JSON lines on stdout (and may read stdin).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
@@ -33,7 +33,7 @@ export function startFixture(
   as?: { uid: number; gid: number },
 ): Child {
   const proc = spawn(process.execPath, [`${fixturesDir}${name}.js`, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
     ...(as ?? {}),
   });

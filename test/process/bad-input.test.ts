@@ -55,6 +55,7 @@ import {
   SEGMENT_LENGTH_OFFSET,
   VERSION_OFFSET,
 } from '../../src/layout/segment.js';
+import { pageSize } from '../../src/segment/segment.js';
 import { leftovers, uniqueName } from '../helpers/children.js';
 import {
   abandonedChannel,
@@ -209,7 +210,7 @@ describe('opening a file that is not a valid segment', () => {
   });
 
   test('refuses nonsense headerLength values as corrupt and names the value', () => {
-    const fileLength = channelGeometry(1024, null).segmentLength;
+    const fileLength = channelGeometry(1024, null, undefined, pageSize()).segmentLength;
     for (const headerLength of [0, HEADER_LENGTH - 8, HEADER_LENGTH + 4, fileLength + 8, 0xffffffff]) {
       const n = name('hdrlen');
       abandonedChannel(n, SMALL);
@@ -267,7 +268,7 @@ describe('opening a file that is not a valid segment', () => {
 
   test('refuses a channel file truncated after creation, naming the sizes', () => {
     const capacity = 64 << 10;
-    const full = channelGeometry(capacity, null).segmentLength;
+    const full = channelGeometry(capacity, null, undefined, pageSize()).segmentLength;
     for (const length of [4096, full - 8, HEADER_LENGTH]) {
       const n = name('truncated');
       const g = abandonedChannel(n, { capacity });
@@ -803,7 +804,7 @@ describe('a full filesystem', () => {
       try {
         const n = uniqueName('nospace');
         const capacity = 4 << 20;
-        const length = channelGeometry(capacity, null).segmentLength;
+        const length = channelGeometry(capacity, null, undefined, pageSize()).segmentLength;
         // The message names the directory and its free space (at most the 1 MiB mount).
         throwsShm(() => Channel.create(n, { dir, capacity }), ShmSystemError, ErrorCode.NO_SPACE, [
           n,

@@ -228,7 +228,7 @@ describe('handles across processes', () => {
 
     const sut = attach(name);
     assert.equal(sut.capacity, 32 * MiB, 'the attacher reads the default chunkSize from the control segment');
-    assert.equal(sut.maxAppend, 32 * MiB - 20);
+    assert.equal(sut.maxAppend, 32 * MiB - 16);
     const bytes = sut.resolve(h);
     assert.ok(bytes !== null, 'the creator’s handle resolves in the attacher');
     assert.equal(new TextDecoder().decode(bytes), 'hello world');
@@ -256,7 +256,7 @@ describe('handles across processes', () => {
       assertResolves(sut, h, seed, 7, seq, `entry ${seq} of ${lengths[seq]} B`);
     }
     assert.equal(ready.capacity, 4 * KiB, 'the attacher read chunkSize from the control segment');
-    assert.equal(ready.maxAppend, 4 * KiB - 20);
+    assert.equal(ready.maxAppend, 4 * KiB - 16);
   });
 });
 
@@ -299,7 +299,7 @@ describe('chunks', () => {
     let used = 0;
     for (const [seq, h] of hs.entries()) {
       const size = BlobStore.entrySize(h.size);
-      assert.equal(size, align8(20 + lengths[seq]));
+      assert.equal(size, Math.max(64, align8(16 + lengths[seq])));
       const at = `entry ${seq} (${lengths[seq]} B) at ${JSON.stringify(fields(h))}, seed ${seed}`;
       if (seq > 0 && h.generation === hs[seq - 1].generation) {
         assert.equal(
@@ -397,7 +397,7 @@ describe('bad input', () => {
     const name = uniqueName('append-size');
     const sut = create(name, { chunkSize: 256 });
     assert.equal(sut.capacity, 256);
-    assert.equal(sut.maxAppend, 236);
+    assert.equal(sut.maxAppend, 240);
     assert.deepEqual(
       [
         BlobStore.entrySize(1),
@@ -407,12 +407,13 @@ describe('bad input', () => {
         BlobStore.entrySize(1, 32),
         BlobStore.entrySize(1, 33),
         BlobStore.entrySize(1, 1024),
-        BlobStore.entrySize(236),
+        BlobStore.entrySize(240),
       ],
-      [24, 24, 32, 120, 24, 32, 152, 256],
+      // 16-byte header, payload padded to 8, at least 64 B per acknowledgement word.
+      [64, 64, 64, 120, 64, 192, 64 * 33, 256],
     );
     assert.throws(() => sut.append(new Uint8Array(0)), hasCode(ErrorCode.INVALID_ARGUMENT));
-    assert.throws(() => sut.append(new Uint8Array(237)), hasCode(ErrorCode.TOO_LARGE));
+    assert.throws(() => sut.append(new Uint8Array(241)), hasCode(ErrorCode.TOO_LARGE));
     assert.throws(() => sut.append(new Uint8Array(1000)), hasCode(ErrorCode.TOO_LARGE));
     for (const recipients of [0, 1025, 1.5, -1])
       assert.throws(
@@ -420,19 +421,19 @@ describe('bad input', () => {
         hasCode(ErrorCode.INVALID_ARGUMENT),
         `${recipients}`,
       );
-    // 33 recipients take a second bitmap word: 4 bytes less room.
-    assert.throws(() => sut.append(new Uint8Array(233), { recipients: 33 }), hasCode(ErrorCode.TOO_LARGE));
+    // 33 recipients take three acknowledgement words (192 B at least) and the same room.
+    assert.throws(() => sut.append(new Uint8Array(241), { recipients: 33 }), hasCode(ErrorCode.TOO_LARGE));
+    // 1024 recipients take 33 words: 2112 B, more than this chunk holds, whatever the payload.
+    assert.throws(() => sut.append(new Uint8Array(8), { recipients: 1024 }), hasCode(ErrorCode.TOO_LARGE));
     assert.equal(sut.stats().appends, 0, 'refused appends are not counted');
 
-    const max = new Uint8Array(236).fill(0xa5);
+    const max = new Uint8Array(240).fill(0xa5);
     const h = sut.append(max);
-    assert.equal(h.size, 236);
+    assert.equal(h.size, 240);
     assert.deepEqual(sut.resolve(h), max);
     const h33 = sut.append(new Uint8Array(232).fill(0x5a), { recipients: 33 });
     assert.deepEqual(sut.resolve(h33), new Uint8Array(232).fill(0x5a));
-    const h1024 = sut.append(new Uint8Array(8).fill(1), { recipients: 1024 });
-    assert.deepEqual(sut.resolve(h1024), new Uint8Array(8).fill(1));
-    assert.equal(sut.stats().appends, 3);
+    assert.equal(sut.stats().appends, 2);
   });
 
   test('refuses bad namespaces with SHM_ERR_INVALID_NAME, takes a 180-character one, and attach to a missing store is SHM_ERR_NOT_FOUND', () => {

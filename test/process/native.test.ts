@@ -8,7 +8,7 @@
  * takes 25-55 us, but the machine is noisy).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { constants as fsConstants, statfsSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { test } from 'node:test';
@@ -291,6 +291,34 @@ test('unmap detaches the buffer so that views read as empty, and a second unmap 
     const [again, againHandle] = sut.map(fd, SIZE, false);
     assert.equal(new Uint8Array(again)[0], 42);
     sut.unmap(againHandle, again);
+  } finally {
+    sut.closeFd(fd);
+    sut.unlink(path);
+  }
+});
+
+test('protect makes a page-aligned range read-only and back, refuses an unaligned offset, clips to the mapping and is false once unmapped', () => {
+  const page = sut.constants().PAGE_SIZE;
+  const path = uniquePath();
+  const fd = sut.createFile(path, 3 * page, 0o600);
+  try {
+    const [buffer, handle] = sut.map(fd, 3 * page, true);
+    const view = new Uint8Array(buffer);
+    assert.throws(() => sut.protect(handle, page / 2, page, false), RangeError);
+    assert.throws(() => sut.protect(handle, -page, page, false), RangeError);
+    // Past the end: clipped (nothing beyond the mapping is touched); beyond it: nothing to do.
+    assert.equal(sut.protect(handle, page, 100 * page, false), true);
+    assert.equal(sut.protect(handle, 8 * page, page, false), true);
+    // The first page stays writable; the rest reads (a write there would be SIGSEGV: the
+    // read-only mapping tests check that in child processes).
+    view[0] = 7;
+    assert.equal(view[page], 0);
+    assert.equal(sut.protect(handle, page, 2 * page, true), true);
+    view[page] = 9;
+    view[2 * page] = 10;
+    assert.deepEqual([view[0], view[page], view[2 * page]], [7, 9, 10]);
+    sut.unmap(handle, buffer);
+    assert.equal(sut.protect(handle, 0, page, false), false);
   } finally {
     sut.closeFd(fd);
     sut.unlink(path);
@@ -754,13 +782,15 @@ test('arguments of the wrong type throw TypeError and out-of-range numbers throw
   });
 });
 
-test('constants() reports the WAIT_* values of binding.ts, plus WAIT_ERROR', () => {
+test('constants() reports the WAIT_* values of binding.ts, plus WAIT_ERROR and the page size', () => {
+  const page = Number(execFileSync('getconf', ['PAGESIZE'], { encoding: 'utf8' }).trim());
   assert.deepEqual(sut.constants(), {
     WAIT_WOKEN,
     WAIT_NOT_EQUAL,
     WAIT_TIMED_OUT,
     WAIT_CANCELLED,
     WAIT_ERROR: 4,
+    PAGE_SIZE: page,
   });
 });
 

@@ -112,15 +112,33 @@ test('the blob store offsets are those of docs/LAYOUT.md', () => {
       blob.EMPTY_SINCE_OFFSET,
       blob.LEASES_OFFSET,
       blob.LAST_LEASE_OFFSET,
-      blob.CHUNK_DATA_OFFSET,
+      blob.LAST_WRITE_OFFSET,
+      blob.CHUNK_ACKS_OFFSET,
     ],
-    [128, 132, 136, 140, 144, 148, 152, 156, 160, 192],
+    [128, 132, 136, 140, 144, 148, 152, 156, 160, 164, 192],
   );
-  // Entry: 16-byte header, one bitmap word per 32 recipients, payload padded to 8.
+  // ACK area: one word per 64 data bytes; the data area starts on the next page boundary.
   assert.deepEqual(
-    [blob.entrySize(1), blob.entrySize(4), blob.entrySize(5), blob.entrySize(1, 33), blob.HANDLE_LENGTH],
-    [24, 24, 32, 32, 24],
+    [blob.ackAreaLength(4096), blob.chunkDataOffset(4096, 4096), blob.chunkDataOffset(1 << 20, 4096)],
+    [256, 4096, 69632],
   );
+  assert.deepEqual([blob.ackIndex(0), blob.ackIndex(63), blob.ackIndex(64), blob.ackIndex(640)], [192, 192, 196, 232]);
+  // Entry: 16-byte header, payload padded to 8, at least 64 B per ACK word (1 word up to 32
+  // recipients, then a `remaining` word and a bitmap word per 32).
+  assert.deepEqual(
+    [
+      blob.entrySize(1),
+      blob.entrySize(48),
+      blob.entrySize(49),
+      blob.entrySize(100),
+      blob.entrySize(1, 32),
+      blob.entrySize(1, 33),
+      blob.entrySize(1, 1024),
+      blob.HANDLE_LENGTH,
+    ],
+    [64, 64, 72, 120, 64, 192, 64 * 33, 24],
+  );
+  assert.deepEqual([blob.fullMask(1), blob.fullMask(3), blob.fullMask(32)], [1, 7, -1]);
 });
 
 test('a blob handle is 24 little-endian bytes and reads back equal', () => {
