@@ -7,8 +7,8 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -19,6 +19,7 @@ import {
   type ChannelSender,
   ErrorCode,
   type ErrorCodeValue,
+  Session,
   ShmArgumentError,
   type ShmError,
   ShmFrameError,
@@ -842,6 +843,28 @@ describe('a full filesystem', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('a segment larger than memory', () => {
+  test('Session.create of twice the RAM (and the /dev/shm size) fails at once with SHM_ERR_NO_SPACE naming the directory, and leaves no file', () => {
+    const shm = statfsSync('/dev/shm');
+    const limit = Math.max(totalmem(), shm.blocks * shm.bsize);
+    const slotSize = 1 << 20;
+    const slotCount = Math.ceil((2 * limit) / slotSize);
+    const n = uniqueName('huge');
+    const started = Date.now();
+    throwsShm(() => Session.create(n, { slotSize, slotCount }), ShmSystemError, ErrorCode.NO_SPACE, [
+      n,
+      '/dev/shm has ',
+      'MiB free of ',
+    ]);
+    // tmpfs refuses a reservation beyond its size up front: nothing was allocated on the way.
+    assert.ok(Date.now() - started < 5_000, `took ${Date.now() - started} ms`);
+    assert.deepEqual(
+      readdirSync('/dev/shm').filter((f) => f.includes(n)),
+      [],
+    );
   });
 });
 
