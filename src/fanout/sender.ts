@@ -23,10 +23,11 @@
  * Control protocol and frame layouts: src/layout/fanout.ts, docs/LAYOUT.md.
  * One thread: publish() and the control plane run on the sender's event loop.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { chmodSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
+import { resolve } from 'node:path';
 import type { BlobHandle } from '../blob/handle.js';
 import { BlobStore } from '../blob/store.js';
 import { Channel, type ChannelSender } from '../channel/channel.js';
@@ -41,8 +42,27 @@ import {
 } from '../errors.js';
 import { MAX_CAPACITY, MIN_CAPACITY } from '../layout/channel.js';
 import { BLOB_REF_LENGTH, MAX_CONTROL_FRAME, MAX_KEY_LENGTH, Tag } from '../layout/fanout.js';
+import { Kind } from '../layout/segment.js';
+import {
+  COUNTER_COUNT,
+  COUNTERS_OFFSET,
+  Counter,
+  MAX_CONSUMERS_OFFSET,
+  RING_CAPACITY_OFFSET,
+  SENDER_PARAMS_LENGTH,
+  SENDER_PROTOCOL_OFFSET,
+  SENDER_PROTOCOL_VERSION,
+  SENDER_SEGMENT_LENGTH,
+  SOCKET_MODE_OFFSET,
+  SOCKET_PATH_LENGTH_OFFSET,
+  SOCKET_PATH_OFFSET,
+  SOCKET_PATH_ROOM,
+  senderSegmentName,
+} from '../layout/sender.js';
 import { native } from '../native/binding.js';
+import { cleanStale } from '../segment/clean.js';
 import { segmentDir } from '../segment/names.js';
+import { Segment } from '../segment/segment.js';
 import {
   ControlReader,
   ControlSplitter,
@@ -192,21 +212,16 @@ export class Sender extends EventEmitter {
   private readonly encoder: FrameEncoder;
   private readonly key = new MessageKey();
   private readonly maxFrame: number;
-  private readonly counters = {
-    published: 0,
-    dispatched: 0,
-    dispatchedBytes: 0,
-    unmatched: 0,
-    refused: 0,
-    disconnects: 0,
-    blobMessages: 0,
-    blobFallbacks: 0,
-    evictions: { 'ring-full': 0, idle: 0, protocol: 0, 'too-many-keys': 0 } as Record<EvictReason, number>,
-  };
+  /** The registration segment (layout/sender.ts): the socket path and the counters, for tools. */
+  private readonly registration: Segment;
+  /** The counters (Counter indexes), in the registration segment: plain stores, read by tools. */
+  private c: Float64Array;
 
-  private constructor(server: net.Server, options: SenderOptions) {
+  private constructor(server: net.Server, options: SenderOptions, registration: Segment) {
     super();
     this.server = server;
+    this.registration = registration;
+    this.c = new Float64Array(registration.views.buffer, COUNTERS_OFFSET, COUNTER_COUNT);
     this.options = {
       path: options.path,
       socketMode: options.socketMode ?? 0o600,
@@ -259,10 +274,23 @@ export class Sender extends EventEmitter {
     } finally {
       process.umask(oldMask);
     }
-    chmodSync(path, mode);
-    // Make sure the ring directory exists and is usable before the first consumer comes.
-    segmentDir(options.dir);
-    return new Sender(server, options);
+    let registration: Segment;
+    try {
+      chmodSync(path, mode);
+      // Make sure the ring directory exists and is usable before the first consumer comes.
+      segmentDir(options.dir);
+      registration = register(path, options);
+      // Rings of senders that died with their consumers (both locks free) go now: a sender
+      // restarted after a crash does not pile them up (`shmbus clean` does the same).
+      cleanStale({ dir: options.dir, prefix: RING_PREFIX });
+    } catch (err) {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      try {
+        unlinkSync(path);
+      } catch {}
+      throw err;
+    }
+    return new Sender(server, options, registration);
   }
 
   get path(): string {
@@ -383,7 +411,7 @@ export class Sender extends EventEmitter {
 
   private handshake(conn: Connection): void {
     const n = native();
-    const ringName = `fanout-${process.pid}-${conn.id}-${randomBytes(4).toString('hex')}`;
+    const ringName = `${RING_PREFIX}${process.pid}-${conn.id}-${randomBytes(4).toString('hex')}`;
     let ring: ChannelSender | null = null;
     let eventFd = -1;
     let passFd = -1;
@@ -419,6 +447,7 @@ export class Sender extends EventEmitter {
     conn.eventFd = eventFd;
     conn.state = 'ready';
     this.live = [...this.live, conn];
+    this.c[Counter.CONSUMERS] = this.live.length;
     this.emit('consumer', this.info(conn));
   }
 
@@ -430,7 +459,7 @@ export class Sender extends EventEmitter {
   /** Tells a connection that never became a consumer why, then closes it. */
   private refuse(conn: Connection, reason: string, message: string): void {
     if (conn.state === 'gone') return;
-    this.counters.refused++;
+    this.c[Counter.REFUSED]++;
     const frame = new ControlWriter(Tag.REFUSED).string(reason).string(message).finish();
     conn.socket.end(frame);
     this.release(conn);
@@ -441,7 +470,7 @@ export class Sender extends EventEmitter {
   private evict(conn: Connection, reason: EvictReason, message: string): void {
     if (conn.state === 'gone') return;
     const wasReady = conn.state === 'ready';
-    this.counters.evictions[reason]++;
+    this.c[EVICTED_COUNTER[reason]]++;
     const info = this.info(conn);
     const frame = new ControlWriter(Tag.EVICTED).string(reason).string(message).finish();
     if (!conn.socket.destroyed) conn.socket.end(frame);
@@ -462,7 +491,7 @@ export class Sender extends EventEmitter {
     this.connections.delete(conn);
     if (why === 'bye') conn.socket.end();
     if (wasReady) {
-      this.counters.disconnects++;
+      this.c[Counter.DISCONNECTS]++;
       this.emit('disconnect', info);
     }
   }
@@ -471,7 +500,10 @@ export class Sender extends EventEmitter {
   private release(conn: Connection): void {
     if (conn.state === 'gone') return;
     conn.state = 'gone';
-    if (this.live.includes(conn)) this.live = this.live.filter((c) => c !== conn);
+    if (this.live.includes(conn)) {
+      this.live = this.live.filter((c) => c !== conn);
+      this.c[Counter.CONSUMERS] = this.live.length;
+    }
     const ring = conn.ring;
     conn.ring = null;
     if (ring !== null) {
@@ -508,8 +540,8 @@ export class Sender extends EventEmitter {
     const group = toBytes(message.group, 'group');
     // Nobody to deliver to: skip the encoding (and compression) entirely.
     if (this.live.length === 0) {
-      this.counters.published++;
-      this.counters.unmatched++;
+      this.c[Counter.PUBLISHED]++;
+      this.c[Counter.UNMATCHED]++;
       return 0;
     }
     if (this.options.blobs !== null && message.payload.length >= this.options.blobThreshold) {
@@ -540,8 +572,8 @@ export class Sender extends EventEmitter {
     matched.length = 0;
     for (const conn of this.live) if (conn.filter.matches(mode, kind, mk)) matched.push(conn);
     if (matched.length === 0) {
-      this.counters.published++;
-      this.counters.unmatched++;
+      this.c[Counter.PUBLISHED]++;
+      this.c[Counter.UNMATCHED]++;
       return 0;
     }
     let handle: BlobHandle;
@@ -550,11 +582,11 @@ export class Sender extends EventEmitter {
     } catch (err) {
       const code = (err as { code?: string }).code;
       if (code !== ErrorCode.FULL && code !== ErrorCode.NO_SPACE && code !== ErrorCode.TOO_LARGE) throw err;
-      this.counters.blobFallbacks++;
+      this.c[Counter.BLOB_FALLBACKS]++;
       return -1;
     }
-    this.counters.published++;
-    this.counters.blobMessages++;
+    this.c[Counter.PUBLISHED]++;
+    this.c[Counter.BLOB_MESSAGES]++;
     handle.writeTo(this.blobRef, 0);
     const frame = this.encoder.encode(kind, key, group, this.blobRef, payload.length);
     const indexAt = frame.byteOffset + frame.length - 4;
@@ -597,8 +629,8 @@ export class Sender extends EventEmitter {
     if (full !== null)
       for (const conn of full)
         this.evict(conn, 'ring-full', `the consumer's ring (${this.options.capacity} bytes) was full: it fell behind`);
-    this.counters.dispatched += delivered;
-    this.counters.dispatchedBytes += delivered * frameLength;
+    this.c[Counter.DISPATCHED] += delivered;
+    this.c[Counter.DISPATCHED_BYTES] += delivered * frameLength;
     return delivered;
   }
 
@@ -618,7 +650,7 @@ export class Sender extends EventEmitter {
         `encoded message of ${frame.length} bytes is larger than a consumer ring takes (${this.maxFrame}; raise capacity)`,
         { details: { length: frame.length, maxFrame: this.maxFrame } },
       );
-    this.counters.published++;
+    this.c[Counter.PUBLISHED]++;
     const mode = this.modes[kind];
     const mk = this.key;
     mk.set(key, group);
@@ -634,7 +666,7 @@ export class Sender extends EventEmitter {
         full.push(conn);
       }
     }
-    if (delivered === 0) this.counters.unmatched++;
+    if (delivered === 0) this.c[Counter.UNMATCHED]++;
     return this.settle(full, delivered, frame.length);
   }
 
@@ -698,19 +730,25 @@ export class Sender extends EventEmitter {
 
   metrics(): SenderMetrics {
     const e = this.encoder;
+    const c = this.c;
     return {
       consumers: this.live.length,
-      published: this.counters.published,
-      dispatched: this.counters.dispatched,
-      dispatchedBytes: this.counters.dispatchedBytes,
-      unmatched: this.counters.unmatched,
-      evictions: { ...this.counters.evictions },
-      refused: this.counters.refused,
-      disconnects: this.counters.disconnects,
+      published: c[Counter.PUBLISHED],
+      dispatched: c[Counter.DISPATCHED],
+      dispatchedBytes: c[Counter.DISPATCHED_BYTES],
+      unmatched: c[Counter.UNMATCHED],
+      evictions: {
+        'ring-full': c[Counter.EVICTED_RING_FULL],
+        idle: c[Counter.EVICTED_IDLE],
+        protocol: c[Counter.EVICTED_PROTOCOL],
+        'too-many-keys': c[Counter.EVICTED_TOO_MANY_KEYS],
+      },
+      refused: c[Counter.REFUSED],
+      disconnects: c[Counter.DISCONNECTS],
       compressedFrames: e.compressedFrames,
       compressionRatio: e.compressedWireBytes === 0 ? 1 : e.compressedRawBytes / e.compressedWireBytes,
-      blobMessages: this.counters.blobMessages,
-      blobFallbacks: this.counters.blobFallbacks,
+      blobMessages: c[Counter.BLOB_MESSAGES],
+      blobFallbacks: c[Counter.BLOB_FALLBACKS],
       perConsumer: this.consumers(),
     };
   }
@@ -730,7 +768,53 @@ export class Sender extends EventEmitter {
     try {
       unlinkSync(this.options.path);
     } catch {}
+    this.c[Counter.CONSUMERS] = 0;
+    // metrics() still answers after close: from a copy of the counters.
+    this.c = Float64Array.from(this.c);
+    this.registration.unlinkIfCurrent();
+    this.registration.close();
   }
+}
+
+/** Name prefix of the consumers' ring segments. */
+const RING_PREFIX = 'fanout-';
+
+const EVICTED_COUNTER: Record<EvictReason, number> = {
+  'ring-full': Counter.EVICTED_RING_FULL,
+  idle: Counter.EVICTED_IDLE,
+  protocol: Counter.EVICTED_PROTOCOL,
+  'too-many-keys': Counter.EVICTED_TOO_MANY_KEYS,
+};
+
+/**
+ * Creates the registration segment of the sender serving `path` (layout/sender.ts): its
+ * socket path for `shmbus clean` and tools, and its counters. A dead sender's registration of
+ * the same path is replaced.
+ */
+function register(path: string, options: SenderOptions): Segment {
+  const absolute = resolve(path);
+  const bytes = new TextEncoder().encode(absolute);
+  if (bytes.length > SOCKET_PATH_ROOM - 1)
+    throw new ShmArgumentError(
+      ErrorCode.INVALID_ARGUMENT,
+      `the socket's absolute path ${absolute} is ${bytes.length} bytes (at most ${SOCKET_PATH_ROOM - 1})`,
+    );
+  const name = senderSegmentName(createHash('sha256').update(absolute).digest('hex'));
+  return Segment.create(
+    name,
+    Kind.SENDER,
+    SENDER_SEGMENT_LENGTH,
+    SENDER_PARAMS_LENGTH,
+    ({ dv, u8 }) => {
+      dv.setUint32(SENDER_PROTOCOL_OFFSET, SENDER_PROTOCOL_VERSION, true);
+      dv.setUint32(SOCKET_PATH_LENGTH_OFFSET, bytes.length, true);
+      dv.setUint32(SOCKET_MODE_OFFSET, options.socketMode ?? 0o600, true);
+      dv.setUint32(MAX_CONSUMERS_OFFSET, options.maxConsumers ?? 16, true);
+      dv.setUint32(RING_CAPACITY_OFFSET, options.capacity ?? 32 * 1024 * 1024, true);
+      u8.set(bytes, SOCKET_PATH_OFFSET);
+    },
+    { dir: options.dir, mode: options.socketMode ?? 0o600 },
+  );
 }
 
 function checkOptions(o: SenderOptions): void {

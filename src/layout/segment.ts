@@ -58,6 +58,7 @@ export const Kind = {
   HUB: 4,
   BLOB: 5,
   BLOB_CHUNK: 6,
+  SENDER: 7,
 } as const;
 export type KindValue = (typeof Kind)[keyof typeof Kind];
 
@@ -75,6 +76,8 @@ export function kindName(kind: number): string {
       return 'blob store';
     case Kind.BLOB_CHUNK:
       return 'blob chunk';
+    case Kind.SENDER:
+      return 'fan-out sender';
     default:
       return `unknown(${kind})`;
   }

@@ -1,7 +1,8 @@
 /**
  * Finds and removes stale shmbus files in a segment directory: segments whose every process
- * is provably gone, files of creations that died half-way, and blob-store chunks whose store
- * is gone. Nothing a live process holds is touched.
+ * is provably gone, files of creations that died half-way, blob-store chunks whose store is
+ * gone, and the unix sockets of dead fan-out senders (each sender registers its socket in a
+ * `shmbus.sender.<hash>` segment: layout/sender.ts). Nothing a live process holds is touched.
  *
  * ```ts
  * const report = cleanStale();              // the default directory ($SHMBUS_DIR or /dev/shm)
@@ -15,9 +16,15 @@
  * it unlinks, and unlinks only the inode it checked, so a creator that just replaced the file
  * is never hit. Blob-store chunk files live and die with their store's control segment.
  */
-import { readdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { kindName, OWNER_ROLE } from '../layout/segment.js';
+import { lstatSync, readdirSync, unlinkSync } from 'node:fs';
+import { isAbsolute, join } from 'node:path';
+import { Kind, kindName, OWNER_ROLE } from '../layout/segment.js';
+import {
+  SENDER_SEGMENT_LENGTH,
+  SOCKET_PATH_LENGTH_OFFSET,
+  SOCKET_PATH_OFFSET,
+  SOCKET_PATH_ROOM,
+} from '../layout/sender.js';
 import { native } from '../native/binding.js';
 import { FILE_PREFIX, segmentDir } from './names.js';
 
@@ -51,6 +58,8 @@ interface Probe {
   kind: string;
   bytes: number;
   ownerPid: number;
+  /** A fan-out sender's registration: the socket it served. */
+  socket?: string;
 }
 
 /** Opens `path`, takes its owner lock if free and checks every role byte; calls `act` while holding it. */
@@ -67,7 +76,7 @@ function probe(path: string, act: ((p: Probe) => boolean) | null): Probe | null 
   try {
     const [bytes, dev, ino] = n.fstat(fd);
     const header = readHeaderOf(fd, bytes);
-    const base = { kind: header.kind, bytes, ownerPid: header.ownerPid };
+    const base = { kind: header.kind, bytes, ownerPid: header.ownerPid, socket: header.socket };
     // A file under its final name always has a header (creation links it only when complete):
     // one without is somebody else's, not ours to remove. Half-made ones carry a `~`.
     if (header.kind === 'truncated' || header.kind === 'not a shmbus segment')
@@ -88,17 +97,54 @@ function probe(path: string, act: ((p: Probe) => boolean) | null): Probe | null 
   }
 }
 
-function readHeaderOf(fd: number, bytes: number): { kind: string; ownerPid: number } {
+function readHeaderOf(fd: number, bytes: number): { kind: string; ownerPid: number; socket?: string } {
   if (bytes < HEADER_BYTES) return { kind: 'truncated', ownerPid: 0 };
   const n = native();
-  const [buffer, handle] = n.map(fd, HEADER_BYTES, false);
+  const length = Math.min(bytes, SENDER_SEGMENT_LENGTH);
+  const [buffer, handle] = n.map(fd, length, false);
   try {
     const dv = new DataView(buffer);
     const magic = new Uint8Array(buffer, 0, 6);
     if (String.fromCharCode(...magic) !== 'SHMBUS') return { kind: 'not a shmbus segment', ownerPid: 0 };
-    return { kind: kindName(dv.getUint32(12, true)), ownerPid: dv.getUint32(32, true) };
+    const kind = dv.getUint32(12, true);
+    const ownerPid = dv.getUint32(32, true);
+    if (kind !== Kind.SENDER || length < SENDER_SEGMENT_LENGTH) return { kind: kindName(kind), ownerPid };
+    // Only an absolute path that fits its room; anything else is not trusted as a socket to remove.
+    const pathLength = dv.getUint32(SOCKET_PATH_LENGTH_OFFSET, true);
+    if (pathLength < 2 || pathLength >= SOCKET_PATH_ROOM) return { kind: kindName(kind), ownerPid };
+    const socket = new TextDecoder().decode(new Uint8Array(buffer, SOCKET_PATH_OFFSET, pathLength));
+    return { kind: kindName(kind), ownerPid, socket: isAbsolute(socket) ? socket : undefined };
   } finally {
     n.unmap(handle, buffer);
+  }
+}
+
+/**
+ * Removes the socket a dead sender served, if it still is a socket nobody listens on (a new
+ * sender may have bound the same path since: then it stays).
+ */
+function removeStaleSocket(path: string, dryRun: boolean): { removed: boolean; reason: string } {
+  let st: ReturnType<typeof lstatSync>;
+  try {
+    st = lstatSync(path);
+  } catch {
+    return { removed: false, reason: 'already gone' };
+  }
+  if (!st.isSocket()) return { removed: false, reason: 'not a socket: left alone' };
+  const n = native();
+  try {
+    n.closeFd(n.unixConnect(path));
+    return { removed: false, reason: 'a process listens on it' };
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code !== 'ECONNREFUSED') return { removed: false, reason: `cannot probe it (${code ?? String(err)})` };
+  }
+  if (dryRun) return { removed: true, reason: 'its sender is gone and nobody listens on it' };
+  try {
+    unlinkSync(path);
+    return { removed: true, reason: 'its sender is gone and nobody listens on it' };
+  } catch (err) {
+    return { removed: false, reason: `cannot remove it (${(err as { code?: string }).code ?? String(err)})` };
   }
 }
 
@@ -106,12 +152,14 @@ function readHeaderOf(fd: number, bytes: number): { kind: string; ownerPid: numb
  * Removes the stale shmbus files of `dir` (default: $SHMBUS_DIR, else /dev/shm) and reports
  * what it removed and what it kept. `dryRun` reports without removing.
  */
-export function cleanStale(options: { dir?: string; dryRun?: boolean } = {}): CleanReport {
+export function cleanStale(options: { dir?: string; dryRun?: boolean; prefix?: string } = {}): CleanReport {
   const dir = segmentDir(options.dir);
   const report: CleanReport = { dir, removed: [], kept: [] };
+  // `prefix` (internal): only files whose name starts with it (a sender sweeps dead senders' rings).
+  const prefix = FILE_PREFIX + (options.prefix ?? '');
   let entries: string[];
   try {
-    entries = readdirSync(dir).filter((f) => f.startsWith(FILE_PREFIX));
+    entries = readdirSync(dir).filter((f) => f.startsWith(prefix));
   } catch {
     return report;
   }
@@ -133,8 +181,21 @@ export function cleanStale(options: { dir?: string; dryRun?: boolean } = {}): Cl
       return true;
     });
     if (p === null) continue;
-    if (removedEntry !== null) report.removed.push(removedEntry);
-    else {
+    if (removedEntry !== null) {
+      report.removed.push(removedEntry);
+      if (p.socket !== undefined) {
+        const socket = removeStaleSocket(p.socket, options.dryRun === true);
+        if (socket.removed)
+          report.removed.push({
+            file: p.socket,
+            kind: 'socket',
+            bytes: 0,
+            ownerPid: p.ownerPid,
+            reason: socket.reason,
+          });
+        else if (socket.reason !== 'already gone') report.kept.push({ file: p.socket, reason: socket.reason });
+      }
+    } else {
       report.kept.push({ file, reason: p.reason });
       liveStores.add(file);
     }

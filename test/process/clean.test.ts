@@ -5,11 +5,12 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { BlobStore, Channel, cleanStale } from '../../src/index.js';
+import { BlobStore, Channel, Consumer, cleanStale, Sender } from '../../src/index.js';
 import { type Child, startFixture, uniqueName } from '../helpers/children.js';
 
 const dir = mkdtempSync('/dev/shm/shmbus-clean-test-');
@@ -120,4 +121,58 @@ test('the shmbus clean command reports in text and JSON', async () => {
     [`shmbus.${n}`],
   );
   assert.equal(files().includes(`shmbus.${n}`), false);
+});
+
+test("removes a SIGKILLed fan-out sender's socket and registration, keeps a live sender's", async () => {
+  const tag = `${process.pid}-${Date.now()}`;
+  const deadPath = join(tmpdir(), `shmbus-clean-dead-${tag}.sock`);
+  const livePath = join(tmpdir(), `shmbus-clean-live-${tag}.sock`);
+  cleanups.push(() => rmSync(deadPath, { force: true }));
+  const dead = start('fanout-sender', [deadPath, JSON.stringify({ gen: 1, keys: ['k'], everyMs: 50 })]);
+  await dead.waitFor((m) => m.listening === true);
+  const live = await Sender.listen({ path: livePath, dir });
+  cleanups.push(() => void live.close());
+  const registrations = () => files().filter((f) => f.startsWith('shmbus.sender.'));
+  assert.equal(registrations().length, 2);
+  await killed(dead);
+  assert.ok(existsSync(deadPath), 'a SIGKILLed sender leaves its socket file');
+
+  const dry = cleanStale({ dir, dryRun: true });
+  assert.ok(existsSync(deadPath), 'a dry run removes nothing');
+  assert.deepEqual(dry.removed.map((r) => r.kind).sort(), ['fan-out sender', 'socket'], JSON.stringify(dry));
+  const report = cleanStale({ dir });
+  const socket = report.removed.find((r) => r.kind === 'socket');
+  assert.equal(socket?.file, deadPath);
+  assert.match(socket?.reason ?? '', /nobody listens/);
+  assert.equal(existsSync(deadPath), false);
+  assert.equal(registrations().length, 1, 'the live sender keeps its registration');
+  assert.ok(existsSync(livePath), 'and its socket');
+  assert.ok(report.kept.some((k) => k.file.startsWith('shmbus.sender.') && /alive/.test(k.reason)));
+  // The live sender still serves.
+  const consumer = await Consumer.connect(livePath, { subscribe: { keys: ['k'] } });
+  cleanups.push(() => void consumer.close());
+  assert.equal(live.publish({ kind: 1, key: 'k', payload: Uint8Array.of(7) }), 1);
+  assert.deepEqual([...((await consumer.next())?.payload ?? [])], [7]);
+});
+
+test('a stale registration whose socket path is now served by a new sender removes the registration only', async () => {
+  const path = join(tmpdir(), `shmbus-clean-rebound-${process.pid}-${Date.now()}.sock`);
+  const otherDir = mkdtempSync('/dev/shm/shmbus-clean-other-');
+  cleanups.push(() => rmSync(otherDir, { recursive: true, force: true }));
+  const dead = start('fanout-sender', [path, JSON.stringify({ gen: 1 })]);
+  await dead.waitFor((m) => m.listening === true);
+  await killed(dead);
+  // A new sender on the same socket path, registered in another directory.
+  const fresh = await Sender.listen({ path, dir: otherDir });
+  cleanups.push(() => void fresh.close());
+  const report = cleanStale({ dir });
+  assert.deepEqual(
+    report.removed.map((r) => r.kind),
+    ['fan-out sender'],
+  );
+  assert.ok(
+    report.kept.some((k) => k.file === path && k.reason === 'a process listens on it'),
+    JSON.stringify(report),
+  );
+  assert.ok(existsSync(path));
 });

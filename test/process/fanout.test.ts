@@ -86,10 +86,10 @@ function privateDir(): string {
   return dir;
 }
 
-/** Ring segment files in `dir`. */
+/** Ring segment files in `dir` (not the sender's registration, `shmbus.sender.<hash>`). */
 function rings(dir: string): string[] {
   return readdirSync(dir)
-    .filter((f) => f.startsWith('shmbus.'))
+    .filter((f) => f.startsWith('shmbus.') && !f.startsWith('shmbus.sender.'))
     .sort();
 }
 

@@ -340,7 +340,8 @@ describe('Solana streams across processes', () => {
       await child.waitFor(() => accounts(child).length === i + 1, DEADLINE_MS);
       assert.deepEqual(accounts(child)[i], expectAccount(account(p, o, i, c.data), c.compressed), `seed ${seed}: ${i}`);
     }
-    const dirFiles = readdirSync(dir).filter((f) => f.startsWith('shmbus.'));
+    const dirFiles = readdirSync(dir).filter((f) => f.startsWith('shmbus.fanout-'));
     assert.equal(dirFiles.length, 1, 'one ring for the one consumer');
+    assert.equal(readdirSync(dir).filter((f) => f.startsWith('shmbus.sender.')).length, 1, "the sender's registration");
   });
 });
