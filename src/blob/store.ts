@@ -22,6 +22,7 @@
 import { randomBytes } from 'node:crypto';
 import { readdirSync, renameSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
+import { STOP_AT, stopAt } from '../core/test-hooks.js';
 import { ErrorCode, ShmArgumentError, ShmError, ShmFrameError, ShmSegmentError, ShmStateError } from '../errors.js';
 import {
   ACKED_OFFSET,
@@ -568,6 +569,7 @@ export class BlobStore {
         if (!fast) this.rollForAppend(head, length);
         continue;
       }
+      if (STOP_AT !== null) stopAt('blob.after-reserve');
       const at = CHUNK_DATA_OFFSET + offset;
       const dv = m.seg.views.dv;
       dv.setUint32(at + ENTRY_LENGTH_OFFSET, length, true);
@@ -577,6 +579,7 @@ export class BlobStore {
       // A recycled chunk holds old bytes: clear the acknowledgement bits.
       for (let w = 0, words = (recipients + 31) >>> 5; w < words; w++)
         dv.setUint32(at + ENTRY_BITMAP_OFFSET + 4 * w, 0, true);
+      if (STOP_AT !== null) stopAt('blob.mid-copy');
       m.u8.set(bytes, at + entryHeaderLength(recipients));
       // A plain read: a stale 0 only costs a compare-and-swap that fails.
       // One clock read per append (~50 ns): the handle's timestamp and the chunk's stamps.
@@ -592,6 +595,7 @@ export class BlobStore {
         if (seen === last) break;
         last = seen;
       }
+      if (STOP_AT !== null) stopAt('blob.before-count');
       // SYNC POINT: the entry's bytes above are complete before it counts; the handle travels
       // to readers through some other synchronising channel after this.
       Atomics.add(c, ENTRIES_OFFSET >> 2, 1);
@@ -764,6 +768,7 @@ export class BlobStore {
     Atomics.store(i32, this.tableIndex(index, ENTRY_CREATOR_PID_OFFSET), process.pid);
     Atomics.store(i32, this.tableIndex(index, ENTRY_CREATED_OFFSET), stamp() | 0);
     Atomics.store(i32, this.tableIndex(index, ENTRY_GENERATION_OFFSET), generation | 0);
+    if (STOP_AT !== null) stopAt('blob.chunk-claimed');
     let seg: Segment;
     try {
       seg = Segment.create(
@@ -784,6 +789,7 @@ export class BlobStore {
       this.casState(index, claim, ChunkState.FREE);
       throw err;
     }
+    if (STOP_AT !== null) stopAt('blob.chunk-created');
     // SYNC POINT: the file exists (and the generation is stored) before the state says so.
     // A compare-and-swap: if a cleanup wrongly took the entry back, the file is ours to drop.
     if (!this.casState(index, claim, state)) {
@@ -874,6 +880,7 @@ export class BlobStore {
       return null;
     }
     m.leases++;
+    if (STOP_AT !== null) stopAt('blob.holding-view');
     const start = where.at + where.header;
     return new BlobView(m.u8.subarray(start, start + h.size), () => this.releaseLease(m));
   }

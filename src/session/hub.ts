@@ -21,6 +21,7 @@
 import { checkEndOptions, deadlineOf, type EndOptions, type WaitOptions } from '../channel/channel.js';
 import { generationOf, SLOT_ALLOCATED, SLOT_IN_FLIGHT, Slab, SlabStatus, slotOf } from '../core/slab.js';
 import { areaReaders, areaWriters, type RingReader, type RingWriter } from '../core/spsc-ring.js';
+import { STOP_AT, stopAt } from '../core/test-hooks.js';
 import {
   ErrorCode,
   ShmArgumentError,
@@ -163,6 +164,7 @@ abstract class Endpoint {
       if (ref < 0) continue;
       const slot = slotOf(ref);
       this.allocated.set((c << 16) | slot, generationOf(ref));
+      if (STOP_AT !== null) stopAt('hub.holding-slot');
       const at = classes[c].slotsOffset + slot * classes[c].slotSize;
       return this.seg.views.u8.subarray(at, at + length);
     }
@@ -257,6 +259,7 @@ abstract class Endpoint {
         ErrorCode.CORRUPT,
         `class ${c} slot ${slot} cannot be sent (not allocated with generation ${generation})`,
       );
+    if (STOP_AT !== null) stopAt('hub.in-flight');
     if (!this.writeDescriptor(writer, channel, flags, key, generation, null, view.length)) {
       // No ring room: the slot is ours again, still allocated and unsent.
       this.slabs[c].retake(slot, generation, this.owner);
@@ -470,6 +473,7 @@ export class Hub extends Endpoint {
           if ((state === SLOT_ALLOCATED || state === SLOT_IN_FLIGHT) && ((word >>> 2) & 63) === i)
             slab.free(slot, word >>> 8);
         }
+      if (STOP_AT !== null) stopAt('hub.mid-reclaim');
       Atomics.store(seg.views.i32, this.entryIndex(i, ENTRY_STATE_OFFSET), ENTRY_FREE);
       this.links[i] = null;
     } finally {

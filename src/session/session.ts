@@ -27,6 +27,7 @@
 import { checkEndOptions, deadlineOf, type EndOptions, type WaitOptions } from '../channel/channel.js';
 import { generationOf, SLOT_ALLOCATED, SLOT_IN_FLIGHT, Slab, SlabStatus, slotOf } from '../core/slab.js';
 import { areaReaders, areaWriters, RingCorruptError, type RingReader, type RingWriter } from '../core/spsc-ring.js';
+import { STOP_AT, stopAt } from '../core/test-hooks.js';
 import {
   ErrorCode,
   ShmArgumentError,
@@ -461,6 +462,7 @@ export class Session {
     }
     const slot = slotOf(ref);
     this.allocGen[slot] = generationOf(ref) + 1;
+    if (STOP_AT !== null) stopAt('session.holding-slot');
     const cached = this.views[slot];
     if (cached !== undefined && cached.length === length) return cached;
     const at = this.slotAt(slot);
@@ -575,6 +577,7 @@ export class Session {
     const status = this.slab.markInFlight(slot, generation);
     if (status !== SlabStatus.OK)
       throw new ShmFrameError(ErrorCode.CORRUPT, `slot ${slot} cannot be sent: ${statusName(status)}`);
+    if (STOP_AT !== null) stopAt('session.in-flight');
     if (!this.writeDescriptor(channel, flags, slot, generation, null, length)) {
       // No ring room: back to ALLOCATED (still ours, still unsent).
       this.slab.revert(slot, generation);
@@ -646,6 +649,7 @@ export class Session {
         },
       );
     const from = this.slotAt(slot);
+    if (STOP_AT !== null) stopAt('session.holding-message');
     return new SessionMessage(this, channel, flags, this.seg.views.u8.subarray(from, from + length), slot, generation);
   }
 
