@@ -683,10 +683,11 @@ export class BlobStore {
       const leased =
         Atomics.load(c, LEASES_OFFSET >> 2) > 0 &&
         ageOf(Atomics.load(c, LAST_LEASE_OFFSET >> 2) >>> 0) < this.leaseTimeoutMs;
-      const expired = this.lastWriteAge(m) > this.ttlMs;
+      const expired = this.expiredChunk(head, m);
       const acked = Atomics.load(c, ACKED_OFFSET >> 2) >= Atomics.load(c, ENTRIES_OFFSET >> 2);
       if (!acked) Atomics.store(c, EMPTY_SINCE_OFFSET >> 2, 0);
-      if (Atomics.load(c, WRITERS_OFFSET >> 2) !== 0 || leased || !(acked || expired)) return false;
+      // An appender inside keeps it, unless the TTL says it is gone (see expiredChunk()).
+      if ((Atomics.load(c, WRITERS_OFFSET >> 2) !== 0 && !expired) || leased || !(acked || expired)) return false;
       if (!expired && this.decayMs > 0) {
         if (Atomics.load(c, EMPTY_SINCE_OFFSET >> 2) === 0)
           Atomics.compareExchange(c, EMPTY_SINCE_OFFSET >> 2, 0, stamp() | 0);
@@ -956,9 +957,18 @@ export class BlobStore {
     return first === 0 ? -1 : ageOf(first);
   }
 
-  private lastWriteAge(m: ChunkMapping): number {
+  /**
+   * True when everything in the chunk is older than the TTL: its newest entry; or, when no
+   * entry was ever completed but an appender reserved bytes, the chunk itself (an appender
+   * killed between its reservation and its completion leaves `writers` above 0 and no entry
+   * for ever; without this its chunk could never be freed). A live appender that is that slow
+   * finds its chunk gone when it completes and writes its entry again elsewhere (append()).
+   */
+  private expiredChunk(index: number, m: ChunkMapping): boolean {
     const last = Atomics.load(m.i32, LAST_WRITE_OFFSET >> 2) >>> 0;
-    return last === 0 ? -1 : ageOf(last);
+    if (last !== 0) return ageOf(last) > this.ttlMs;
+    if (Atomics.load(m.i32, WRITERS_OFFSET >> 2) <= 0) return false;
+    return ageOf(Atomics.load(this.i32, this.tableIndex(index, ENTRY_CREATED_OFFSET)) >>> 0) > this.ttlMs;
   }
 
   /** An active chunk whose oldest entry is older than the TTL takes no more entries: the head moves on. */
@@ -1009,7 +1019,7 @@ export class BlobStore {
     if (m !== null) {
       const c = m.i32;
       // Every entry expired (resolve() already returns null for all of them).
-      ttl = this.lastWriteAge(m) > this.ttlMs;
+      ttl = this.expiredChunk(index, m);
       if (!ttl) {
         if (Atomics.load(c, WRITERS_OFFSET >> 2) > 0) return false;
         // Sealed and no appender inside: `entries` is final (an empty chunk counts as acknowledged).
