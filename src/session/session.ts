@@ -46,8 +46,6 @@ import {
 import type { AreaGeometry } from '../layout/daemon.js';
 import { Kind, OWNER_ROLE } from '../layout/segment.js';
 import {
-  DESC_HEADER_LENGTH,
-  DESC_SLOT_OFFSET,
   INLINE_SLOT,
   minRingCapacity,
   PEER_A_BLOCK_OFFSET,
