@@ -22,6 +22,7 @@
 import { randomBytes } from 'node:crypto';
 import { readdirSync, renameSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
+import { STOP_AT, stopAt } from '../core/test-hooks.js';
 import { ErrorCode, ShmArgumentError, ShmError, ShmFrameError, ShmSegmentError, ShmStateError } from '../errors.js';
 import {
   ACKED_OFFSET,
@@ -593,6 +594,7 @@ export class BlobStore {
         if (!fast) this.rollForAppend(head, length);
         continue;
       }
+      if (STOP_AT !== null) stopAt('blob.after-reserve');
       const at = this.dataOffset + offset;
       const dv = m.seg.views.dv;
       dv.setUint32(at + ENTRY_LENGTH_OFFSET, length, true);
@@ -607,6 +609,7 @@ export class BlobStore {
         c[ack] = recipients;
         for (let w = 1, words = ackWords(recipients); w < words; w++) c[ack + w] = 0;
       }
+      if (STOP_AT !== null) stopAt('blob.mid-copy');
       m.u8.set(bytes, at + ENTRY_HEADER_LENGTH);
       // A plain read: a stale 0 only costs a compare-and-swap that fails.
       // One clock read per append (~50 ns): the handle's timestamp and the chunk's stamps.
@@ -622,6 +625,7 @@ export class BlobStore {
         if (seen === last) break;
         last = seen;
       }
+      if (STOP_AT !== null) stopAt('blob.before-count');
       // SYNC POINT: the entry's bytes above are complete before it counts; the handle travels
       // to readers through some other synchronising channel after this.
       Atomics.add(c, ENTRIES_OFFSET >> 2, 1);
@@ -709,10 +713,11 @@ export class BlobStore {
       const leased =
         Atomics.load(c, LEASES_OFFSET >> 2) > 0 &&
         ageOf(Atomics.load(c, LAST_LEASE_OFFSET >> 2) >>> 0) < this.leaseTimeoutMs;
-      const expired = this.lastWriteAge(m) > this.ttlMs;
+      const expired = this.expiredChunk(head, m);
       const acked = Atomics.load(c, ACKED_OFFSET >> 2) >= Atomics.load(c, ENTRIES_OFFSET >> 2);
       if (!acked) Atomics.store(c, EMPTY_SINCE_OFFSET >> 2, 0);
-      if (Atomics.load(c, WRITERS_OFFSET >> 2) !== 0 || leased || !(acked || expired)) return false;
+      // An appender inside keeps it, unless the TTL says it is gone (see expiredChunk()).
+      if ((Atomics.load(c, WRITERS_OFFSET >> 2) !== 0 && !expired) || leased || !(acked || expired)) return false;
       if (!expired && this.decayMs > 0) {
         if (Atomics.load(c, EMPTY_SINCE_OFFSET >> 2) === 0)
           Atomics.compareExchange(c, EMPTY_SINCE_OFFSET >> 2, 0, stamp() | 0);
@@ -794,6 +799,7 @@ export class BlobStore {
     Atomics.store(i32, this.tableIndex(index, ENTRY_CREATOR_PID_OFFSET), process.pid);
     Atomics.store(i32, this.tableIndex(index, ENTRY_CREATED_OFFSET), stamp() | 0);
     Atomics.store(i32, this.tableIndex(index, ENTRY_GENERATION_OFFSET), generation | 0);
+    if (STOP_AT !== null) stopAt('blob.chunk-claimed');
     let seg: Segment;
     try {
       seg = Segment.create(
@@ -814,6 +820,7 @@ export class BlobStore {
       this.casState(index, claim, ChunkState.FREE);
       throw err;
     }
+    if (STOP_AT !== null) stopAt('blob.chunk-created');
     // SYNC POINT: the file exists (and the generation is stored) before the state says so.
     // A compare-and-swap: if a cleanup wrongly took the entry back, the file is ours to drop.
     if (!this.casState(index, claim, state)) {
@@ -904,6 +911,7 @@ export class BlobStore {
       return null;
     }
     m.leases++;
+    if (STOP_AT !== null) stopAt('blob.holding-view');
     const start = where.at + where.header;
     return new BlobView(m.u8.subarray(start, start + h.size), () => this.releaseLease(m));
   }
@@ -989,9 +997,18 @@ export class BlobStore {
     return first === 0 ? -1 : ageOf(first);
   }
 
-  private lastWriteAge(m: ChunkMapping): number {
+  /**
+   * True when everything in the chunk is older than the TTL: its newest entry; or, when no
+   * entry was ever completed but an appender reserved bytes, the chunk itself (an appender
+   * killed between its reservation and its completion leaves `writers` above 0 and no entry
+   * for ever; without this its chunk could never be freed). A live appender that is that slow
+   * finds its chunk gone when it completes and writes its entry again elsewhere (append()).
+   */
+  private expiredChunk(index: number, m: ChunkMapping): boolean {
     const last = Atomics.load(m.i32, LAST_WRITE_OFFSET >> 2) >>> 0;
-    return last === 0 ? -1 : ageOf(last);
+    if (last !== 0) return ageOf(last) > this.ttlMs;
+    if (Atomics.load(m.i32, WRITERS_OFFSET >> 2) <= 0) return false;
+    return ageOf(Atomics.load(this.i32, this.tableIndex(index, ENTRY_CREATED_OFFSET)) >>> 0) > this.ttlMs;
   }
 
   /** An active chunk whose oldest entry is older than the TTL takes no more entries: the head moves on. */
@@ -1042,7 +1059,7 @@ export class BlobStore {
     if (m !== null) {
       const c = m.i32;
       // Every entry expired (resolve() already returns null for all of them).
-      ttl = this.lastWriteAge(m) > this.ttlMs;
+      ttl = this.expiredChunk(index, m);
       if (!ttl) {
         if (Atomics.load(c, WRITERS_OFFSET >> 2) > 0) return false;
         // Sealed and no appender inside: `entries` is final (an empty chunk counts as acknowledged).

@@ -26,6 +26,7 @@ import {
   type RingWriter,
   type Totals,
 } from '../core/spsc-ring.js';
+import { STOP_AT, stopAt } from '../core/test-hooks.js';
 import {
   ErrorCode,
   ShmArgumentError,
@@ -530,11 +531,13 @@ export class ChannelSender extends ChannelEnd {
     }
     this.claimRing = ring;
     this.claimView = ring.u8.subarray(index, index + length);
+    if (STOP_AT !== null) stopAt('channel.after-claim');
     return this.claimView;
   }
 
   /** Publishes the claimed frame; `length` (default: all claimed bytes) may shrink it. */
   commit(length?: number): void {
+    if (STOP_AT !== null) stopAt('channel.before-commit');
     this.assertOpen();
     const ring = this.claimRing;
     if (ring === null)
@@ -761,6 +764,7 @@ export class ChannelReceiver extends ChannelEnd implements AsyncIterable<Uint8Ar
     if (this.closedByUs) this.assertOpen();
     const n = this.pollFrame();
     if (n >= 0) {
+      if (STOP_AT !== null) stopAt('channel.holding-frame');
       const at = this.frameIndexOf();
       return this.u8.subarray(at, at + n);
     }

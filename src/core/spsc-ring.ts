@@ -28,6 +28,7 @@ import {
   TYPE_DATA,
   TYPE_PADDING,
 } from '../layout/channel.js';
+import { STOP_AT, stopAt } from './test-hooks.js';
 
 export interface SegmentViews {
   readonly buffer: ArrayBufferLike;
@@ -218,6 +219,7 @@ export class RingWriter {
 
   /** Counts one written record and publishes the tail now, or at the end of the batch when corked. */
   private written(record: number, payload: number): void {
+    if (STOP_AT !== null) stopAt('ring.before-publish');
     this.advance(record);
     this.totals.frames++;
     this.totals.bytes += payload;
@@ -246,6 +248,7 @@ export class RingWriter {
     if (offset < 0) return false;
     const at = this.base + offset;
     this.u8.set(src, at + RECORD_HEADER_LENGTH);
+    if (STOP_AT !== null) stopAt('ring.after-copy');
     const i32 = this.i32;
     i32[at >> 2] = payload + RECORD_HEADER_LENGTH;
     i32[(at >> 2) + 1] = TYPE_DATA;

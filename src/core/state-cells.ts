@@ -25,6 +25,7 @@ import {
   STATE_SEQ_OFFSET,
 } from '../layout/daemon.js';
 import type { SegmentViews } from './spsc-ring.js';
+import { STOP_AT, stopAt } from './test-hooks.js';
 
 export interface StateGeometry {
   dataSize: number;
@@ -70,6 +71,7 @@ export class StateWriter {
     // visible before the previous publication (pairs with the readers' validating CAS).
     Atomics.exchange(i32, (cell + CELL_LENGTH_FIELD_OFFSET) >> 2, bytes.length);
     i32[(cell + CELL_VERSION_OFFSET) >> 2] = next | 0;
+    if (STOP_AT !== null) stopAt('state.mid-write');
     this.u8.set(bytes, cell + CELL_DATA_OFFSET);
     // SYNC POINT: pairs with Atomics.load(stateSeq) in StateReader.read(); the cell is complete.
     Atomics.store(i32, this.seqIndex, next | 0);

@@ -28,6 +28,7 @@ import { BlobStore, type BlobView } from '../blob/store.js';
 import { Channel, type ChannelReceiver, type WaitStrategy } from '../channel/channel.js';
 import { nanosSince } from '../core/clock.js';
 import { Histogram, type HistogramSnapshot } from '../core/histogram.js';
+import { STOP_AT, stopAt } from '../core/test-hooks.js';
 import {
   ErrorCode,
   ShmArgumentError,
@@ -198,6 +199,7 @@ async function handshake(path: string, name: string, timeoutMs: number, maxFrame
       // A sender that refuses at once may have closed already: its REFUSED is still readable.
       if ((err as { code?: string }).code !== 'EPIPE') throw err;
     }
+    if (STOP_AT !== null) stopAt('fanout.consumer.after-hello');
     const splitter = new ControlSplitter(maxFrame);
     const bodies = await new Promise<Uint8Array[]>((resolve, reject) => {
       const buf = new Uint8Array(64 * 1024);
@@ -349,6 +351,7 @@ export class Consumer<T = FanoutMessage> extends EventEmitter implements AsyncIt
       o.connectTimeoutMs ?? 5000,
       o.maxControlFrame ?? MAX_CONTROL_FRAME,
     );
+    if (STOP_AT !== null) stopAt('fanout.consumer.after-ready');
     const n = native();
     if (this.terminal !== null) {
       // close() was called while the handshake was in flight: do not come back to life.

@@ -31,6 +31,7 @@ import { resolve } from 'node:path';
 import type { BlobHandle } from '../blob/handle.js';
 import { BlobStore } from '../blob/store.js';
 import { Channel, type ChannelSender } from '../channel/channel.js';
+import { STOP_AT, stopAt } from '../core/test-hooks.js';
 import {
   ErrorCode,
   ShmArgumentError,
@@ -432,8 +433,10 @@ export class Sender extends EventEmitter {
         .string(this.options.blobs?.name ?? '')
         .string(this.options.blobs?.dir ?? '')
         .finish();
+      if (STOP_AT !== null) stopAt('fanout.sender.before-ready');
       const sent = n.sendFds(conn.fd, ready, [passFd, eventFd]);
       if (sent !== ready.length) throw new Error(`READY was cut short (${sent} of ${ready.length} bytes)`);
+      if (STOP_AT !== null) stopAt('fanout.sender.after-ready');
     } catch (err) {
       if (passFd >= 0) n.closeFd(passFd);
       ring?.close();

@@ -12,7 +12,11 @@
  *  384 HOST_SLOT_WAIT: sleeping, seq (the host parks for a free slot)
  *  512 CLASSES: 8 x { slotSize u32, slotCount u32, slabOffset u32, slotsOffset u32 }
  *  peersOffset: maxPeers entries of peerLength bytes:
- *     +0   PEER block: state i32 (FREE 0 / CLAIMED 1), peerId u32, pid u32, generation u32
+ *     +0   PEER block: state i32 (FREE 0 / CLAIMED 1), peerId u32, pid u32, generation u32,
+ *          +16 sendingSlot u32 (class << 16 | slot, + 1; 0: none) +20 sendingGeneration u32
+ *          +24 sendingTail u32 (the up ring's tail before that descriptor): the session's
+ *          sending record (layout/session.ts), so the host can free a slot handed over to it
+ *          by a peer that died before publishing its descriptor
  *     +128 PEER_SLOT_WAIT: sleeping, seq (the peer parks for a free slot)
  *     +256 up area (peer -> host): a channel's blocks and one ring (its DATA_WAIT is unused:
  *          the host parks on HOST_WAIT)
@@ -31,7 +35,8 @@ import { BLOCK_LENGTH, HEADER_LENGTH, PARAMS_OFFSET } from './segment.js';
 import { DESC_HEADER_LENGTH, minRingCapacity, SLOTS_ALIGNMENT } from './session.js';
 import { slabLength } from './slab.js';
 
-export const HUB_PROTOCOL_VERSION = 1 << 16;
+/** Minor 1: the sending record in the peer entries (a minor-0 peer never writes it). */
+export const HUB_PROTOCOL_VERSION = (1 << 16) | 1;
 export const HUB_MAX_PEERS = 62;
 export const HOST_OWNER = 63;
 export const MAX_CLASSES = 8;
@@ -63,6 +68,9 @@ export const ENTRY_STATE_OFFSET = 0;
 export const ENTRY_PEER_ID_OFFSET = ENTRY_STATE_OFFSET + 4;
 export const ENTRY_PID_OFFSET = ENTRY_PEER_ID_OFFSET + 4;
 export const ENTRY_GENERATION_OFFSET = ENTRY_PID_OFFSET + 4;
+export const ENTRY_SENDING_SLOT_OFFSET = ENTRY_GENERATION_OFFSET + 4;
+export const ENTRY_SENDING_GENERATION_OFFSET = ENTRY_SENDING_SLOT_OFFSET + 4;
+export const ENTRY_SENDING_TAIL_OFFSET = ENTRY_SENDING_GENERATION_OFFSET + 4;
 export const ENTRY_SLOT_WAIT_OFFSET = BLOCK_LENGTH;
 export const ENTRY_UP_AREA_OFFSET = ENTRY_SLOT_WAIT_OFFSET + BLOCK_LENGTH;
 export const ENTRY_FREE = 0;

@@ -10,6 +10,8 @@
  *  128 PEER_A block: +0 pid u32            +8 slotSize u32  +12 slotCount u32  +16 inlineMax u32
  *      +4 closed i32 +8 opens u32           +20 areaAB u32  +24 areaBA u32  +28 slabOffset u32
  *      +12 reopenHead u32 (B only: the A->B head when this B opened)
+ *      +16 sendingSlot u32 (slot + 1 being sent, 0: none) +20 sendingGeneration u32
+ *      +24 sendingTail u32 (this peer's outbound tail before that descriptor)
  *  256 PEER_B block: same                   +32 slotsOffset u32  +36 segmentLength u32
  *  384 SLOT_WAIT_A: sleeping, seq (A parks waiting for a free slot)
  *  512 SLOT_WAIT_B: sleeping, seq
@@ -33,7 +35,8 @@ import { BLOCK_LENGTH, HEADER_LENGTH, PARAMS_OFFSET } from './segment.js';
 import { slabLength } from './slab.js';
 
 export const SESSION_PROTOCOL_MAJOR = 1;
-export const SESSION_PROTOCOL_MINOR = 0;
+/** Minor 1: the sending record in the peer blocks (peers of minor 0 never write it; nothing else changed). */
+export const SESSION_PROTOCOL_MINOR = 1;
 export const SESSION_PROTOCOL_VERSION = (SESSION_PROTOCOL_MAJOR << 16) | SESSION_PROTOCOL_MINOR;
 
 export const PROTOCOL_OFFSET = PARAMS_OFFSET;
@@ -56,6 +59,16 @@ export const PEER_CLOSED_OFFSET = PEER_PID_OFFSET + 4;
 export const PEER_OPENS_OFFSET = PEER_CLOSED_OFFSET + 4;
 /** Where the previous B had consumed up to when this B opened (its inbound ring's head position). */
 export const PEER_REOPEN_HEAD_OFFSET = PEER_OPENS_OFFSET + 4;
+/**
+ * The sending record: the slot a peer is sending (slot + 1; 0 none), stored before the slot
+ * goes IN_FLIGHT and cleared once its descriptor is published (or the send backed out), with
+ * its generation and the peer's outbound tail position before the descriptor. When the peer is
+ * gone with a record set, the slot was published iff a descriptor naming it follows that tail;
+ * if none does, nobody will ever release it and whoever reclaims after the peer frees it.
+ */
+export const PEER_SENDING_SLOT_OFFSET = PEER_REOPEN_HEAD_OFFSET + 4;
+export const PEER_SENDING_GENERATION_OFFSET = PEER_SENDING_SLOT_OFFSET + 4;
+export const PEER_SENDING_TAIL_OFFSET = PEER_SENDING_GENERATION_OFFSET + 4;
 export const SLOT_WAIT_A_OFFSET = PEER_B_BLOCK_OFFSET + BLOCK_LENGTH;
 export const SLOT_WAIT_B_OFFSET = SLOT_WAIT_A_OFFSET + BLOCK_LENGTH;
 export const AREAS_OFFSET = SLOT_WAIT_B_OFFSET + BLOCK_LENGTH;

@@ -23,6 +23,7 @@
 import { checkEndOptions, deadlineOf, type EndOptions, type Priority } from '../channel/channel.js';
 import { areaReaders, areaWriters, type RingReader, type RingWriter } from '../core/spsc-ring.js';
 import { StateReader } from '../core/state-cells.js';
+import { STOP_AT, stopAt } from '../core/test-hooks.js';
 import {
   ErrorCode,
   ShmArgumentError,
@@ -283,9 +284,11 @@ export class Client {
       Atomics.store(i32, at + (SLOT_CLIENT_ID_OFFSET >> 2), clientId | 0);
       Atomics.store(i32, at + (SLOT_PID_OFFSET >> 2), process.pid);
       Atomics.add(i32, at + (SLOT_GENERATION_OFFSET >> 2), 1);
+      if (STOP_AT !== null) stopAt('client.slot-locked');
       // SYNC POINT: pairs with Atomics.load(state) in Daemon.scan(); the rings are reset and
       // the id written before the slot reads as claimed.
       Atomics.store(i32, at + (SLOT_STATE_OFFSET >> 2), SLOT_CLAIMED);
+      if (STOP_AT !== null) stopAt('client.slot-claimed');
       Atomics.add(i32, CLAIM_SEQ_OFFSET >> 2, 1);
       new WaitBlock(
         v.buffer as ArrayBuffer,
@@ -427,6 +430,7 @@ export class Client {
 
   /** Writes the frame into the claimed record at `index` and commits it. */
   private commitCommand(cls: number, index: number, requestId: number, cmd: Uint8Array): void {
+    if (STOP_AT !== null) stopAt('client.command-claimed');
     const dv = this.seg.views.dv;
     dv.setUint32(index, requestId, true);
     dv.setUint32(index + 4, 0, true);
@@ -558,6 +562,7 @@ export class Client {
     const id = this.newRequestId();
     // Committed first: if that threw, no pending entry would be left behind.
     this.commitCommand(cls, index, id, cmd);
+    if (STOP_AT !== null) stopAt('client.awaiting-reply');
     const reply = new Promise<Uint8Array>((resolve, reject) => this.register(id, resolve, reject, deadline, timeoutMs));
     try {
       if (!this.pumping && !this.spinForReply(id)) void this.pump();

@@ -23,6 +23,7 @@
 import { checkEndOptions, type EndOptions } from '../channel/channel.js';
 import { areaReaders, areaWriters, RingCorruptError, type RingReader, type RingWriter } from '../core/spsc-ring.js';
 import { StateWriter } from '../core/state-cells.js';
+import { STOP_AT, stopAt } from '../core/test-hooks.js';
 import { ErrorCode, ShmArgumentError, ShmStateError } from '../errors.js';
 import { DATA_WAIT_OFFSET, SEQ_OFFSET, SLEEPING_OFFSET, SPACE_WAIT_OFFSET } from '../layout/channel.js';
 import {
@@ -475,6 +476,7 @@ export class Daemon {
         const dv = this.seg.views.dv;
         dv.setUint32(at, requestId, true);
         dv.setUint32(at + 4, code, true);
+        if (STOP_AT !== null) stopAt('daemon.mid-reply');
         if (body.length > 0) this.seg.views.u8.set(body, at + FRAME_HEADER_LENGTH);
         peer.writer.commit(FRAME_HEADER_LENGTH + body.length);
         peer.replies++;

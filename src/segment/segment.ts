@@ -23,6 +23,7 @@ import { randomBytes } from 'node:crypto';
 import { linkSync, readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { type SegmentViews, viewsOf } from '../core/spsc-ring.js';
+import { STOP_AT, stopAt } from '../core/test-hooks.js';
 import { ErrorCode, fromSystemError, ShmArgumentError, ShmError, ShmSegmentError, ShmStateError } from '../errors.js';
 import {
   checkHeader,
@@ -157,7 +158,9 @@ export class Segment {
       });
       init({ ...viewsOf(buffer), dv });
       publishVersion(i32);
+      if (STOP_AT !== null) stopAt('segment.before-link');
       linkIntoPlace(temporary, path, name);
+      if (STOP_AT !== null) stopAt('segment.after-link');
       unlinkSync(temporary);
     } catch (err) {
       if (mapping) n.unmap(mapping[1], mapping[0]);

@@ -9,8 +9,9 @@
  * ```
  * Allocates nothing on write; takeDescriptor allocates the result (and copies inline bytes).
  */
-import type { RingReader, RingWriter } from '../core/spsc-ring.js';
+import type { RingArea, RingReader, RingWriter } from '../core/spsc-ring.js';
 import { ErrorCode, ShmArgumentError, ShmFrameError } from '../errors.js';
+import { RECORD_HEADER_LENGTH, TAIL_POSITION_OFFSET, TYPE_DATA } from '../layout/channel.js';
 import {
   DESC_CHANNEL_OFFSET,
   DESC_FLAGS_OFFSET,
@@ -62,6 +63,38 @@ export function writeDescriptor(
   if (inline !== null && inline.length > 0) views.u8.set(inline, at + DESC_HEADER_LENGTH);
   writer.commit(record);
   return true;
+}
+
+/**
+ * The slot words named by the descriptors of ring `area` from position `from` to its published
+ * tail (one ring, as sessions and hubs have). Shared memory may be hostile: the walk stops at
+ * the first position or record that cannot be valid, and never goes round more than once.
+ */
+export function slotsNamedFrom(
+  views: { readonly i32: Int32Array; readonly dv: DataView },
+  area: RingArea,
+  from: number,
+): Set<number> {
+  const { i32, dv } = views;
+  const length = area.g.ringLengths[0];
+  const base = area.g.dataIndices[0];
+  const tail = Atomics.load(i32, (area.blocksBase + TAIL_POSITION_OFFSET) >> 2);
+  const named = new Set<number>();
+  let pos = from;
+  for (let guard = 0; pos !== tail && guard < length; guard++) {
+    if (!Number.isInteger(pos) || pos < 0 || pos >= 2 * length || pos % 8 !== 0) break;
+    const offset = pos >= length ? pos - length : pos;
+    const at = base + offset;
+    const recordLength = i32[at >> 2];
+    if (recordLength < RECORD_HEADER_LENGTH || recordLength > length - offset) break;
+    if (i32[(at >> 2) + 1] === TYPE_DATA && recordLength >= RECORD_HEADER_LENGTH + DESC_HEADER_LENGTH) {
+      const slot = dv.getUint32(at + RECORD_HEADER_LENGTH + DESC_SLOT_OFFSET, true);
+      if (slot !== INLINE_SLOT) named.add(slot);
+    }
+    pos += (recordLength + 7) & ~7;
+    if (pos >= 2 * length) pos -= 2 * length;
+  }
+  return named;
 }
 
 /**

@@ -21,6 +21,7 @@
 import { checkEndOptions, deadlineOf, type EndOptions, type WaitOptions } from '../channel/channel.js';
 import { generationOf, SLOT_ALLOCATED, SLOT_IN_FLIGHT, Slab, SlabStatus, slotOf } from '../core/slab.js';
 import { areaReaders, areaWriters, type RingReader, type RingWriter } from '../core/spsc-ring.js';
+import { STOP_AT, stopAt } from '../core/test-hooks.js';
 import {
   ErrorCode,
   ShmArgumentError,
@@ -37,6 +38,7 @@ import {
   ENTRY_GENERATION_OFFSET,
   ENTRY_PEER_ID_OFFSET,
   ENTRY_PID_OFFSET,
+  ENTRY_SENDING_SLOT_OFFSET,
   ENTRY_SLOT_WAIT_OFFSET,
   ENTRY_STATE_OFFSET,
   HOST_CLOSED_OFFSET,
@@ -61,7 +63,7 @@ import { BLOCK_LENGTH, HEADER_LENGTH, Kind, OWNER_ROLE } from '../layout/segment
 import { INLINE_SLOT, minRingCapacity } from '../layout/session.js';
 import { Segment, type SegmentOptions } from '../segment/segment.js';
 import { WaitBlock, type WaitSpec, waitAsync } from '../segment/wake.js';
-import { checkU32, takeDescriptor, writeDescriptor } from './descriptor.js';
+import { checkU32, slotsNamedFrom, takeDescriptor, writeDescriptor } from './descriptor.js';
 
 export interface HubCreateOptions extends SegmentOptions, EndOptions {
   /** Peers at once (default 8, at most 62). */
@@ -115,6 +117,8 @@ abstract class Endpoint {
   /** Slots this side allocated and has not sent: key class << 16 | slot -> generation. */
   protected readonly allocated = new Map<number, number>();
   protected closedByUs = false;
+  /** Int32 index of this side's sending record (a peer's entry, layout/hub.ts), or -1 (the host has none). */
+  protected sendingIndex = -1;
 
   constructor(
     protected readonly seg: Segment,
@@ -163,6 +167,7 @@ abstract class Endpoint {
       if (ref < 0) continue;
       const slot = slotOf(ref);
       this.allocated.set((c << 16) | slot, generationOf(ref));
+      if (STOP_AT !== null) stopAt('hub.holding-slot');
       const at = classes[c].slotsOffset + slot * classes[c].slotSize;
       return this.seg.views.u8.subarray(at, at + length);
     }
@@ -251,21 +256,36 @@ abstract class Endpoint {
     const c = key >>> 16;
     const slot = key & 0xffff;
     const generation = this.allocated.get(key) as number;
+    // A peer's sending record first (layout/hub.ts): if it dies before the descriptor is
+    // published, the host frees the slot it was handed (Hub.reclaimOrphan()). Plain stores:
+    // read only once this peer is gone.
+    const i32 = this.seg.views.i32;
+    const record = this.sendingIndex;
+    if (record >= 0) {
+      i32[record + 1] = generation;
+      i32[record + 2] = writer.tail;
+      i32[record] = key + 1;
+    }
     // Handed over before the descriptor is published: the receiver finds it in flight, owned by it.
-    if (this.slabs[c].handOver(slot, generation, destination) !== SlabStatus.OK)
+    if (this.slabs[c].handOver(slot, generation, destination) !== SlabStatus.OK) {
+      if (record >= 0) i32[record] = 0;
       throw new ShmFrameError(
         ErrorCode.CORRUPT,
         `class ${c} slot ${slot} cannot be sent (not allocated with generation ${generation})`,
       );
+    }
+    if (STOP_AT !== null) stopAt('hub.in-flight');
     if (!this.writeDescriptor(writer, channel, flags, key, generation, null, view.length)) {
       // No ring room: the slot is ours again, still allocated and unsent.
       this.slabs[c].retake(slot, generation, this.owner);
+      if (record >= 0) i32[record] = 0;
       if (view !== data) {
         this.slabs[c].free(slot, generation);
         this.allocated.delete(key);
       }
       return false;
     }
+    if (record >= 0) i32[record] = 0;
     this.allocated.delete(key);
     return true;
   }
@@ -470,12 +490,37 @@ export class Hub extends Endpoint {
           if ((state === SLOT_ALLOCATED || state === SLOT_IN_FLIGHT) && ((word >>> 2) & 63) === i)
             slab.free(slot, word >>> 8);
         }
+      this.reclaimOrphan(i);
+      if (STOP_AT !== null) stopAt('hub.mid-reclaim');
       Atomics.store(seg.views.i32, this.entryIndex(i, ENTRY_STATE_OFFSET), ENTRY_FREE);
       this.links[i] = null;
     } finally {
       seg.releaseRole(PEER_ROLE_BASE + i);
     }
     this.wakeSlotWaiters();
+  }
+
+  /**
+   * The slot dead peer `i` was sending (its entry's sending record): handed over to the host
+   * (IN_FLIGHT, owner HOST_OWNER) but, if no descriptor naming it follows the recorded tail
+   * in its up ring, never published: nobody would ever release it, so it is freed here. The
+   * caller holds the peer's role (no new peer i can send meanwhile).
+   */
+  private reclaimOrphan(i: number): void {
+    const i32 = this.seg.views.i32;
+    const at = this.entryIndex(i, ENTRY_SENDING_SLOT_OFFSET);
+    const key = i32[at] - 1;
+    if (key < 0) return;
+    i32[at] = 0;
+    const generation = i32[at + 1] >>> 0;
+    const slab = this.slabs[key >>> 16];
+    const slot = key & 0xffff;
+    if (slab === undefined || slot >= slab.slotCount) return;
+    const word = slab.stateWord(slot);
+    if ((word & 3) !== SLOT_IN_FLIGHT || word >>> 8 !== (generation & 0xffffff) || ((word >>> 2) & 63) !== HOST_OWNER)
+      return;
+    if (slotsNamedFrom(this.seg.views, peerAreas(this.h, i).up, i32[at + 2]).has(key)) return;
+    slab.free(slot, generation);
   }
 
   /** The peers joined now. */
@@ -598,6 +643,7 @@ export class HubPeer extends Endpoint {
     readonly peerId: number,
   ) {
     super(seg, h, policy, peerId);
+    this.sendingIndex = (h.peersOffset + peerId * h.peerLength + ENTRY_SENDING_SLOT_OFFSET) >> 2;
     const v = seg.views;
     const buffer = v.buffer as ArrayBuffer;
     const { base, up, down } = peerAreas(h, peerId);
@@ -658,6 +704,7 @@ export class HubPeer extends Endpoint {
         const { up, down } = peerAreas(h, i);
         for (const area of [up, down])
           seg.views.u8.fill(0, area.blocksBase + HEADER_OF_AREA, area.blocksBase + HEADER_OF_AREA + 4 * BLOCK_LENGTH);
+        Atomics.store(i32, entry + (ENTRY_SENDING_SLOT_OFFSET >> 2), 0);
         Atomics.store(i32, entry + (ENTRY_PEER_ID_OFFSET >> 2), i);
         Atomics.store(i32, entry + (ENTRY_PID_OFFSET >> 2), process.pid);
         Atomics.add(i32, entry + (ENTRY_GENERATION_OFFSET >> 2), 1);

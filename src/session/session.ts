@@ -27,6 +27,7 @@
 import { checkEndOptions, deadlineOf, type EndOptions, type WaitOptions } from '../channel/channel.js';
 import { generationOf, SLOT_ALLOCATED, SLOT_IN_FLIGHT, Slab, SlabStatus, slotOf } from '../core/slab.js';
 import { areaReaders, areaWriters, RingCorruptError, type RingReader, type RingWriter } from '../core/spsc-ring.js';
+import { STOP_AT, stopAt } from '../core/test-hooks.js';
 import {
   ErrorCode,
   ShmArgumentError,
@@ -41,13 +42,10 @@ import {
   SEQ_OFFSET,
   SLEEPING_OFFSET,
   SPACE_WAIT_OFFSET,
-  TAIL_POSITION_OFFSET,
-  TYPE_DATA,
 } from '../layout/channel.js';
+import type { AreaGeometry } from '../layout/daemon.js';
 import { Kind, OWNER_ROLE } from '../layout/segment.js';
 import {
-  DESC_HEADER_LENGTH,
-  DESC_SLOT_OFFSET,
   INLINE_SLOT,
   minRingCapacity,
   PEER_A_BLOCK_OFFSET,
@@ -57,6 +55,7 @@ import {
   PEER_OPENS_OFFSET,
   PEER_PID_OFFSET,
   PEER_REOPEN_HEAD_OFFSET,
+  PEER_SENDING_SLOT_OFFSET,
   readSessionParams,
   SESSION_PARAMS_LENGTH,
   SESSION_PROTOCOL_MAJOR,
@@ -68,7 +67,7 @@ import {
 } from '../layout/session.js';
 import { Segment, type SegmentOptions } from '../segment/segment.js';
 import { WaitBlock, type WaitSpec, waitAsync } from '../segment/wake.js';
-import { checkU32, takeDescriptor, writeDescriptor } from './descriptor.js';
+import { checkU32, slotsNamedFrom, takeDescriptor, writeDescriptor } from './descriptor.js';
 
 export interface SessionCreateOptions extends SegmentOptions, EndOptions {
   /** Descriptor ring bytes in each direction, a power of two (default 64 KiB). */
@@ -93,6 +92,9 @@ export interface SendOptions extends WaitOptions {
 }
 
 const DEBUG = process.env.SHMBUS_DEBUG === '1';
+/** Tries (1 ms apart) at B's role before open() calls it taken (A holds it briefly while it reclaims). */
+const OPEN_ATTEMPTS = 20;
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
 const POISON = 0xde;
 
 /** A received message. `data` is valid until release(); reading it after release throws. */
@@ -149,6 +151,8 @@ export class Session {
   private readonly peerOwner: number;
   private readonly peerRole: number;
   private readonly peerBlock: number;
+  /** Int32 index of this peer's sending record (slot + 1, generation, tail: layout/session.ts). */
+  private readonly sendingIndex: number;
   /** Slots this peer allocated and has not sent: generation + 1 per slot (0: not ours). */
   private readonly allocGen: Int32Array;
   /** The last view handed out per slot (reused when the same length is asked again). */
@@ -192,6 +196,7 @@ export class Session {
     this.peerOwner = isA ? 1 : 0;
     this.peerRole = isA ? PEER_B_ROLE : OWNER_ROLE;
     this.peerBlock = isA ? PEER_B_BLOCK_OFFSET : PEER_A_BLOCK_OFFSET;
+    this.sendingIndex = ((isA ? PEER_A_BLOCK_OFFSET : PEER_B_BLOCK_OFFSET) + PEER_SENDING_SLOT_OFFSET) >> 2;
   }
 
   /** Creates session `name` as peer A. SHM_ERR_EXISTS while a live A holds the name. */
@@ -260,18 +265,26 @@ export class Session {
         throw new ShmSegmentError(ErrorCode.CORRUPT, `${where} has a corrupt header: ${problems.join('; ')}`, {
           details: { name, problems },
         });
-      if (!seg.tryAcquireRole(PEER_B_ROLE))
-        throw new ShmSegmentError(ErrorCode.BUSY, `${where} already has a live peer B`, { details: { name } });
+      // A holds B's role for a moment while it reclaims after a B that died or closed: only a
+      // role still taken after a few tries belongs to a live B.
+      for (let attempt = 0; !seg.tryAcquireRole(PEER_B_ROLE); attempt++) {
+        if (attempt >= OPEN_ATTEMPTS)
+          throw new ShmSegmentError(ErrorCode.BUSY, `${where} already has a live peer B`, { details: { name } });
+        Atomics.wait(sleeper, 0, 0, 1);
+      }
       const i32 = seg.views.i32;
       seg.views.dv.setUint32(PEER_B_BLOCK_OFFSET + PEER_PID_OFFSET, process.pid, true);
       Atomics.store(i32, (PEER_B_BLOCK_OFFSET + PEER_CLOSED_OFFSET) >> 2, 0);
       const sut = new Session(seg, g, false, policy, 0);
-      // A previous B that died or closed: the slots it allocated and never sent are freed.
-      // Messages A sent that are still in the ring are delivered to this B; the slots of
-      // those the previous B consumed and never released are A's to reclaim, up to here:
+      // A previous B that died or closed: the slots it allocated and never sent are freed, and
+      // the one it was sending if it never published the descriptor (this B holds the role:
+      // A leaves them alone). Messages A sent that are still in the ring are delivered to this
+      // B; the slots of those the previous B consumed and never released are A's to reclaim,
+      // up to here:
       const head = Atomics.load(i32, (g.ab.blocksBase + HEAD_POSITION_OFFSET) >> 2);
       Atomics.store(i32, (PEER_B_BLOCK_OFFSET + PEER_REOPEN_HEAD_OFFSET) >> 2, head);
       sut.reclaimUnsent(1);
+      sut.reclaimOrphan(PEER_B_BLOCK_OFFSET, g.ba, 1);
       // SYNC POINT: pairs with the load of opens in A's checkPeerReopened(); reopenHead first.
       Atomics.add(i32, (PEER_B_BLOCK_OFFSET + PEER_OPENS_OFFSET) >> 2, 1);
       return sut;
@@ -314,7 +327,7 @@ export class Session {
     const where = `session ${JSON.stringify(this.name)}`;
     const peer = this.isA ? 'B' : 'A';
     if (Atomics.load(i32, (this.peerBlock + PEER_CLOSED_OFFSET) >> 2) !== 0) {
-      this.reclaimAfterPeer(-1);
+      if (!this.reclaimAfterPeer()) return null; // a new B is opening (it clears `closed`)
       return new ShmStateError(ErrorCode.PEER_CLOSED, `${where}: peer ${peer} closed`, {
         details: { name: this.name },
       });
@@ -332,7 +345,7 @@ export class Session {
         details: { name: this.name },
       });
     }
-    this.reclaimAfterPeer(-1);
+    if (!this.reclaimAfterPeer()) return null; // a new B took the role since the probe
     return new ShmStateError(ErrorCode.PEER_DEAD, `${where}: peer ${peer} died`, {
       details: { name: this.name, pid: this.seg.views.dv.getUint32(this.peerBlock + PEER_PID_OFFSET, true) },
     });
@@ -368,48 +381,63 @@ export class Session {
   }
 
   /**
-   * The slots named by the descriptors this peer published from ring position `from` to its
-   * published tail: the peer has not consumed them (or a new peer may hold them).
+   * The slot a gone peer was sending (its sending record, stored before the slot went
+   * IN_FLIGHT, in block `block`): if the slot is still in flight with that generation and
+   * owner and no descriptor naming it follows the recorded tail in the peer's outbound ring
+   * `area`, its descriptor was never published and nobody will ever release it: freed. The
+   * record is cleared. Only while nobody can send on that ring (the peer is gone and its role
+   * is held, or it is A, which never comes back).
    */
-  private slotsPublishedFrom(from: number): Set<number> {
-    const area = this.isA ? this.g.ab : this.g.ba;
+  private reclaimOrphan(block: number, area: AreaGeometry, owner: number): number {
     const i32 = this.seg.views.i32;
-    const dv = this.seg.views.dv;
-    const length = area.g.ringLengths[0];
-    const base = area.g.dataIndices[0];
-    const tail = Atomics.load(i32, (area.blocksBase + TAIL_POSITION_OFFSET) >> 2);
-    const keep = new Set<number>();
-    let pos = from;
-    for (let guard = 0; pos !== tail && guard < length; guard++) {
-      if (!Number.isInteger(pos) || pos < 0 || pos >= 2 * length || pos % 8 !== 0) break;
-      const offset = pos >= length ? pos - length : pos;
-      const at = base + offset;
-      const recordLength = i32[at >> 2];
-      if (recordLength < 8 || recordLength > length - offset) break; // our own ring: cannot be, but never loop on it
-      if (i32[(at >> 2) + 1] === TYPE_DATA && recordLength >= 8 + DESC_HEADER_LENGTH) {
-        const slot = dv.getUint32(at + 8 + DESC_SLOT_OFFSET, true);
-        if (slot !== INLINE_SLOT) keep.add(slot);
-      }
-      pos += (recordLength + 7) & ~7;
-      if (pos >= 2 * length) pos -= 2 * length;
-    }
-    return keep;
+    const at = (block + PEER_SENDING_SLOT_OFFSET) >> 2;
+    const slot = i32[at] - 1;
+    if (slot < 0) return 0;
+    i32[at] = 0;
+    const generation = i32[at + 1] >>> 0;
+    if (slot >= this.g.slotCount) return 0;
+    const word = this.slab.stateWord(slot);
+    if ((word & 3) !== SLOT_IN_FLIGHT || word >>> 8 !== (generation & 0xffffff) || ((word >>> 2) & 63) !== owner)
+      return 0;
+    if (slotsNamedFrom(this.seg.views, area, i32[at + 2]).has(slot)) return 0;
+    if (this.slab.free(slot, generation) !== SlabStatus.OK) return 0;
+    this.wakeSlotWaiters();
+    return 1;
   }
 
   /**
-   * The peer died, closed, or was replaced: frees the slots it allocated and never sent, and
-   * those this side sent it that it consumed (before ring position `from`; -1: the current
-   * head) and never released. On A, slots of descriptors still in the ring stay in flight for
-   * the next B; on B (A never comes back) every slot B sent is freed. Slots the peer sent us
-   * stay ours until we release them.
+   * The peer died or closed: frees the slots it allocated and never sent, the one it was
+   * sending if it never published the descriptor, and those this side sent it that it
+   * consumed and never released (reclaimConsumed). Slots the peer sent us stay ours until we
+   * release them. A does this holding B's role, so no new B can open (and allocate or consume)
+   * meanwhile; false when it could not take it: a new B has it (not gone), and that B frees
+   * what its predecessor left (open()) while A frees what it consumed (checkPeerReopened()).
    */
-  private reclaimAfterPeer(from: number): number {
+  private reclaimAfterPeer(): boolean {
+    const seg = this.seg;
+    if (this.isA && !seg.tryAcquireRole(PEER_B_ROLE)) return false;
+    try {
+      this.reclaimUnsent(this.peerOwner);
+      this.reclaimOrphan(this.peerBlock, this.isA ? this.g.ba : this.g.ab, this.peerOwner);
+      this.reclaimConsumed(-1);
+    } finally {
+      if (this.isA) seg.releaseRole(PEER_B_ROLE);
+    }
+    return true;
+  }
+
+  /**
+   * Frees the slots this side sent that the peer consumed (before ring position `from`; -1:
+   * the current head) and never released. On A, slots of descriptors still in the ring stay in
+   * flight for the next B; on B (A never comes back) every slot B sent is freed.
+   */
+  private reclaimConsumed(from: number): number {
     const area = this.isA ? this.g.ab : this.g.ba;
     const head = from >= 0 ? from : Atomics.load(this.seg.views.i32, (area.blocksBase + HEAD_POSITION_OFFSET) >> 2);
     // A B may be replaced by a new B, which reads what is left in the ring; a dead or closed
     // A never comes back to this segment, so B takes back everything it sent.
-    const keep = this.isA ? this.slotsPublishedFrom(head) : new Set<number>();
-    let n = this.reclaimUnsent(this.peerOwner);
+    const keep = this.isA ? slotsNamedFrom(this.seg.views, area, head) : new Set<number>();
+    let n = 0;
     for (let slot = 0; slot < this.g.slotCount; slot++) {
       const word = this.slab.stateWord(slot);
       if ((word & 3) !== SLOT_IN_FLIGHT || ((word >>> 2) & 63) !== this.myOwner || keep.has(slot)) continue;
@@ -429,8 +457,10 @@ export class Session {
     if (opens === this.seenPeerOpens) return;
     const previous = this.seenPeerOpens;
     this.seenPeerOpens = opens;
-    // The first B consumed nothing before it opened; a later one replaced a B that did.
-    if (previous > 0) this.reclaimAfterPeer(Atomics.load(i32, (PEER_B_BLOCK_OFFSET + PEER_REOPEN_HEAD_OFFSET) >> 2));
+    // The first B consumed nothing before it opened; a later one replaced a B that did. Only
+    // what A sent it: the new B freed its predecessor's own slots when it opened, and the
+    // slots of that kind now are the new B's (freeing them here took its allocations away).
+    if (previous > 0) this.reclaimConsumed(Atomics.load(i32, (PEER_B_BLOCK_OFFSET + PEER_REOPEN_HEAD_OFFSET) >> 2));
   }
 
   // ---------------------------------------------------------------- slots
@@ -461,6 +491,7 @@ export class Session {
     }
     const slot = slotOf(ref);
     this.allocGen[slot] = generationOf(ref) + 1;
+    if (STOP_AT !== null) stopAt('session.holding-slot');
     const cached = this.views[slot];
     if (cached !== undefined && cached.length === length) return cached;
     const at = this.slotAt(slot);
@@ -571,15 +602,28 @@ export class Session {
 
   private sendSlot(slot: number, length: number, channel: number, flags: number): boolean {
     const generation = this.allocGen[slot] - 1;
+    // The sending record first (layout/session.ts): if this process dies between here and the
+    // descriptor's publication, whoever reclaims after it frees the slot (reclaimOrphan()).
+    // Plain stores: it is read only once this peer is gone.
+    const i32 = this.seg.views.i32;
+    const record = this.sendingIndex;
+    i32[record + 1] = generation;
+    i32[record + 2] = this.writer.tail;
+    i32[record] = slot + 1;
     // In flight before the descriptor is published: the receiver finds it so.
     const status = this.slab.markInFlight(slot, generation);
-    if (status !== SlabStatus.OK)
+    if (status !== SlabStatus.OK) {
+      i32[record] = 0;
       throw new ShmFrameError(ErrorCode.CORRUPT, `slot ${slot} cannot be sent: ${statusName(status)}`);
+    }
+    if (STOP_AT !== null) stopAt('session.in-flight');
     if (!this.writeDescriptor(channel, flags, slot, generation, null, length)) {
       // No ring room: back to ALLOCATED (still ours, still unsent).
       this.slab.revert(slot, generation);
+      i32[record] = 0;
       return false;
     }
+    i32[record] = 0;
     this.allocGen[slot] = 0;
     return true;
   }
@@ -646,6 +690,7 @@ export class Session {
         },
       );
     const from = this.slotAt(slot);
+    if (STOP_AT !== null) stopAt('session.holding-message');
     return new SessionMessage(this, channel, flags, this.seg.views.u8.subarray(from, from + length), slot, generation);
   }
 

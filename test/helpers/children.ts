@@ -3,7 +3,7 @@
  * test/fixtures; children talk to the parent with JSON lines on stdout (and may read stdin).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const fixturesDir = fileURLToPath(new URL('../fixtures/', import.meta.url));
@@ -128,4 +128,35 @@ export function uniqueName(prefix: string): string {
 /** shmbus files of this test process left in `dir` (default /dev/shm). */
 export function leftovers(dir = '/dev/shm'): string[] {
   return readdirSync(dir).filter((f) => f.startsWith(`shmbus.test-`) && f.includes(`-${process.pid}-`));
+}
+
+/**
+ * Waits until a child started with SHMBUS_TEST_STOP_AT (src/core/test-hooks.ts) says it
+ * stopped at `point` (`point` or `point:N`) and is in the stopped state, then SIGKILLs it
+ * there and waits for its exit. Fails after `timeoutMs`, or if the child exits first.
+ */
+export async function killAtStop(child: Child, point: string, timeoutMs = 20_000): Promise<void> {
+  await waitStopped(child, point, timeoutMs);
+  child.kill('SIGKILL');
+  const exit = await child.exited(timeoutMs);
+  if (exit.signal !== 'SIGKILL') throw new Error(`the stopped child exited with ${JSON.stringify(exit)}`);
+}
+
+/** The first half of killAtStop(): resolves once the child is stopped at `point`. */
+export async function waitStopped(child: Child, point: string, timeoutMs = 20_000): Promise<void> {
+  const line = `STOPPED ${point.split(':')[0]}\n`;
+  const deadline = Date.now() + timeoutMs;
+  const pause = () => new Promise((r) => setTimeout(r, 2));
+  while (!child.stderr.join('').includes(line)) {
+    if (child.proc.exitCode !== null || child.proc.signalCode !== null || Date.now() > deadline)
+      throw new Error(
+        `the child never stopped at ${point}: ${JSON.stringify(child.messages.slice(-3))} ${child.stderr.join('')}`,
+      );
+    await pause();
+  }
+  // 'T': stopped by the SIGSTOP it sent itself, exactly there.
+  for (let state = ''; state !== 'T'; await pause()) {
+    state = readFileSync(`/proc/${child.proc.pid}/stat`, 'utf8').replace(/^.*\) /, '')[0];
+    if (Date.now() > deadline) throw new Error(`the child said it stopped at ${point}, but its state is ${state}`);
+  }
 }

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { after, afterEach, describe, test } from 'node:test';
 import { BlobHandle, BlobStore, ErrorCode, ShmError } from '../../src/index.js';
 import { bytesOf, checkPayload, handleHex, hexOf, payloadFor } from '../fixtures/blob-pattern.js';
-import { type Child, startFixture, uniqueName } from '../helpers/children.js';
+import { type Child, killAtStop, startFixture, uniqueName } from '../helpers/children.js';
 import { prng, testSeed } from '../helpers/prng.js';
 
 const dir = mkdtempSync('/dev/shm/shmbus-blob-test-');
@@ -1090,6 +1090,41 @@ describe('concurrency', () => {
         `seed ${seed}: chunkFiles() ${sut.chunkFiles().map(generationOf)}, on disk ${chunksOnDisk(name).map(generationOf)}, stats ${JSON.stringify(sut.stats())}`,
     );
     assertDrains(sut, name, seed, 'chunks left by the crashed writers');
+  });
+
+  test('two writers killed between their reservation and their entry, each alone in a chunk, do not fill a 2-chunk store for ever: once the TTL passed both chunks go and appends work again', async () => {
+    const name = uniqueName('killed-reserved');
+    const ttlMs = 300;
+    const sut = create(name, { chunkSize: 4 * KiB, decayMs: 0, ttlMs, maxChunks: 2 });
+    // A 3000-byte entry fills a 4 KiB chunk: each writer reserves in a chunk of its own and is
+    // SIGKILLed there (test hook), leaving `writers` 1 and no completed entry in it.
+    for (let writer = 0; writer < 2; writer++) {
+      const child = startFixture(
+        'crash-point',
+        ['blob-writer', JSON.stringify({ name, seed: writer, count: 1, size: 3000 })],
+        { SHMBUS_TEST_STOP_AT: 'blob.after-reserve' },
+      );
+      children.push(child);
+      await killAtStop(child, 'blob.after-reserve', WAIT);
+    }
+    assert.equal(sut.stats().chunks, 2);
+    assert.throws(() => sut.append(payloadFor(1, 2, 0, 3000)), hasCode(ErrorCode.FULL));
+    let h: BlobHandle | null = null;
+    await until(
+      () => {
+        sut.cleanup();
+        try {
+          h = sut.append(payloadFor(1, 2, 0, 3000));
+        } catch (err) {
+          if (!(err instanceof ShmError && err.code === ErrorCode.FULL)) throw err;
+        }
+        return h !== null;
+      },
+      () => `still full: stats ${JSON.stringify(sut.stats())}`,
+      10 * ttlMs + 5000,
+    );
+    assertResolves(sut, h as unknown as BlobHandle, 1, 2, 0, 'the append after the TTL');
+    assert.deepEqual(filesOf(name), [controlFile(name), ...sut.chunkFiles()].sort());
   });
 });
 

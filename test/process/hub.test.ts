@@ -43,7 +43,7 @@ import {
 } from '../../src/layout/session.js';
 import { Segment } from '../../src/segment/segment.js';
 import { checkPattern, fillPattern, payloadOf } from '../fixtures/session-pattern.js';
-import { type Child, startFixture, uniqueName } from '../helpers/children.js';
+import { type Child, killAtStop, startFixture, uniqueName } from '../helpers/children.js';
 import { prng, testSeed } from '../helpers/prng.js';
 
 const dir = mkdtempSync('/dev/shm/shmbus-hub-test-');
@@ -712,6 +712,39 @@ describe('a peer killed while holding slots', () => {
     assert.deepEqual([m.peerId, checkPattern(m.data, seed, 0, 40)], [again.messages[0].peerId, null]);
     m.release();
   });
+});
+
+describe('a peer killed while sending', () => {
+  for (const point of ['hub.in-flight:2', 'ring.before-publish:2'])
+    test(`a peer SIGKILLed at ${point} (slot handed over to the host, descriptor not published) leaks no slot: the host's reclaim frees it`, async () => {
+      const name = uniqueName('orphan');
+      const sut = createHost(name, {
+        maxPeers: 2,
+        classes: [
+          { slotSize: 1024, slotCount: 8 },
+          { slotSize: 4096, slotCount: 8 },
+        ],
+        livenessCheckMs: 20,
+      });
+      const child = startFixture('crash-point', ['hub-peer', JSON.stringify({ name, seed: 3, sends: 5 })], {
+        SHMBUS_TEST_STOP_AT: point,
+      });
+      children.push(child);
+      await killAtStop(child, point, WAIT);
+      assert.deepEqual(sut.freeSlots(), [8, 6], 'one message in the ring, one slot handed over without a descriptor');
+      const m = await sut.recv({ timeoutMs: WAIT });
+      assert.equal(checkPattern(m.data, 3, 0, 3000), null);
+      m.release();
+      await until(
+        () => {
+          sut.reclaim();
+          return sut.peers().length === 0;
+        },
+        () => JSON.stringify(sut.peers()),
+      );
+      assert.equal(sut.tryRecv(), null, 'the unpublished message never arrives');
+      assert.deepEqual(sut.freeSlots(), [8, 8]);
+    });
 });
 
 describe('concurrent allocation', () => {

@@ -49,7 +49,7 @@ import {
   writeSessionParams,
 } from '../../src/layout/session.js';
 import { checkPattern, END_FLAG, payloadOf } from '../fixtures/session-pattern.js';
-import { type Child, startFixture, uniqueName } from '../helpers/children.js';
+import { type Child, killAtStop, startFixture, uniqueName } from '../helpers/children.js';
 import { testSeed } from '../helpers/prng.js';
 
 const dir = mkdtempSync('/dev/shm/shmbus-session-test-');
@@ -761,6 +761,56 @@ describe('a B that replaces a SIGKILLed one', () => {
       slotCount,
       `slots stuck in flight: B2 got ${JSON.stringify(events(b2))}; every B is gone and every message was consumed`,
     );
+  });
+
+  /** A session-b crash-point victim that sends slot messages and is SIGKILLed at `point` on the 3rd. */
+  async function killSendingB(name: string, point: string): Promise<void> {
+    const child = startFixture('crash-point', ['session-b', JSON.stringify({ name, seed: 1, sends: 5 })], {
+      SHMBUS_TEST_STOP_AT: point,
+    });
+    children.push(child);
+    await killAtStop(child, point, WAIT);
+  }
+
+  for (const point of ['session.in-flight:3', 'ring.before-publish:3'])
+    test(`a B SIGKILLed at ${point} (slot in flight, descriptor not published) leaks no slot: A frees it when it finds B dead, and so does a new B that opens first`, async () => {
+      for (const whoFirst of ['A', 'new B']) {
+        const name = uniqueName('orphan');
+        const sut = create(name, { slotSize: 4096, slotCount: 8, livenessCheckMs: 20 });
+        await killSendingB(name, point);
+        assert.equal(sut.freeSlots, 8 - 3, 'two messages in the ring, one slot in flight without a descriptor');
+        if (whoFirst === 'A') assert.equal(sut.peerAlive(), false);
+        const b2 = open(name);
+        for (let seq = 0; seq < 2; seq++) {
+          const m = await sut.recv({ timeoutMs: WAIT });
+          assert.equal(checkPattern(m.data, 1, seq, 1000), null);
+          m.release();
+        }
+        assert.equal(sut.tryRecv(), null, 'the unpublished message never arrives');
+        assert.equal(sut.freeSlots, 8, `${whoFirst} reclaimed first`);
+        b2.close();
+        sut.close();
+      }
+    });
+
+  test('A noticing that a new B replaced the old one does not take away the slots the new B has allocated', async () => {
+    const name = uniqueName('reopen-alloc');
+    const sut = create(name, { slotSize: 4096, slotCount: 4 });
+    const b1 = open(name);
+    assert.equal(sut.peerAlive(), true, 'A saw the first B');
+    b1.close();
+    const b2 = open(name);
+    const view = b2.tryAlloc(100);
+    assert.ok(view !== null);
+    view.fill(7);
+    assert.equal(sut.peerAlive(), true, 'A notices the new B');
+    assert.equal(sut.freeSlots, 3, 'the new B’s slot is still allocated');
+    assert.equal(b2.trySend(view), true);
+    const m = sut.tryRecv();
+    assert.ok(m !== null);
+    assert.deepEqual([m.length, m.data.every((b) => b === 7)], [100, true]);
+    m.release();
+    assert.equal(sut.freeSlots, 4);
   });
 
   test('a message’s data throws SHM_ERR_CLOSED once released, inline and in a slot', async () => {
