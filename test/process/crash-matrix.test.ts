@@ -1043,11 +1043,169 @@ const rows: Row[] = [
   ...blobRows,
 ];
 
+// ------------------------------------------------------------------ stalled, not dead
+
+/**
+ * The same stops, then SIGCONT instead of SIGKILL: a live but stalled process (stopped longer
+ * than every timeout around it) is never taken for dead. The survivor's waits time out
+ * (SHM_ERR_TIMEOUT, never PEER_DEAD or DISCONNECTED), nothing it holds is reclaimed, and once
+ * continued the stalled process finishes what it was doing: every message arrives once, intact
+ * and in order.
+ */
+const STALL_MS = 1_500;
+
+async function continueAfterStall(child: Child): Promise<void> {
+  await sleep(STALL_MS);
+  child.kill('SIGCONT');
+}
+
+async function timesOut(p: Promise<unknown>, what: string): Promise<void> {
+  await rejectsWith(p, ErrorCode.TIMEOUT, `${what} (the stalled peer is alive)`);
+}
+
+/** Nothing arrives and nothing ends while the sender is stopped; null if so. */
+async function quietFor<T>(p: Promise<T>, ms: number): Promise<T | 'quiet'> {
+  return Promise.race([p, sleep(ms).then(() => 'quiet' as const)]);
+}
+
+interface StallRow {
+  primitive: string;
+  victim: string;
+  point: string;
+  saw: string;
+  checked: string;
+  run: () => Promise<void>;
+}
+
+const stallRows: StallRow[] = [
+  {
+    primitive: 'session',
+    victim: 'peer B, sending',
+    point: 'session.in-flight:4',
+    saw: 'messages 0..2, then `recv` rejects SHM_ERR_TIMEOUT (B is alive: `peerAlive()`)',
+    checked:
+      "B's in-flight slot is not reclaimed; after SIGCONT messages 3..9 arrive intact, in order; every slot comes back",
+    run: async () => {
+      const name = uniqueName('stall-session');
+      const a = createSession(name);
+      const child = victim('session-b', { name, seed: SEED, sends: 10 }, 'session.in-flight:4');
+      await waitStopped(child, 'session.in-flight:4');
+      for (let seq = 0; seq < 3; seq++) {
+        const m = await a.recv({ timeoutMs: SURVIVOR_MS });
+        assert.equal(m.channel, seq);
+        assert.equal(checkPattern(m.data, SEED, seq, 1000), null);
+        m.release();
+      }
+      await timesOut(a.recv({ timeoutMs: STALL_MS }), 'recv while B is stopped');
+      assert.equal(a.peerAlive(), true);
+      assert.equal(a.freeSlots, SLOTS - 1, "B's in-flight slot stays B's");
+      child.kill('SIGCONT');
+      for (let seq = 3; seq < 10; seq++) {
+        const m = await a.recv({ timeoutMs: SURVIVOR_MS });
+        assert.equal(m.channel, seq);
+        assert.equal(checkPattern(m.data, SEED, seq, 1000), null);
+        m.release();
+      }
+      assert.equal(a.freeSlots, SLOTS);
+    },
+  },
+  {
+    primitive: 'session',
+    victim: 'peer B holding slots',
+    point: 'session.holding-slot:3',
+    saw: '`recv` and `alloc` of the last free slots reject SHM_ERR_TIMEOUT',
+    checked:
+      'the slots B holds stay allocated to B (nothing reclaimed); after SIGCONT B goes on and A still exchanges messages with it',
+    run: async () => {
+      const name = uniqueName('stall-session-hold');
+      const a = createSession(name);
+      const child = victim('session-b', { name, seed: SEED, hold: 3, recv: 1 }, 'session.holding-slot:3');
+      await waitStopped(child, 'session.holding-slot:3');
+      assert.equal(a.freeSlots, SLOTS - 3);
+      await timesOut(a.recv({ timeoutMs: STALL_MS }), 'recv while B is stopped');
+      const held = [];
+      for (let k = 0; k < SLOTS - 3; k++) held.push(await a.alloc(100, { timeoutMs: SURVIVOR_MS }));
+      await timesOut(a.alloc(100, { timeoutMs: 200 }), 'alloc of a slot B holds');
+      assert.equal(a.freeSlots, 0);
+      for (const v of held) a.free(v);
+      await continueAfterStall(child);
+      await sendPattern(a, 7, 1000);
+      await child.waitFor((m) => m.got === 7, WAIT);
+      assert.equal(a.freeSlots, SLOTS - 3, 'B still holds its 3 slots, alive');
+    },
+  },
+  {
+    primitive: 'hub',
+    victim: 'peer, sending',
+    point: 'hub.in-flight:3',
+    saw: 'messages 0..1, then `recv` rejects SHM_ERR_TIMEOUT',
+    checked:
+      "the slot in flight is not reclaimed (host's free slots [8, 7]); after SIGCONT messages 2..9 arrive intact, in order; every slot comes back",
+    run: async () => {
+      const name = uniqueName('stall-hub');
+      const host = createHub(name);
+      const child = victim('hub-peer', { name, seed: SEED, sends: 10 }, 'hub.in-flight:3');
+      await waitStopped(child, 'hub.in-flight:3');
+      for (let seq = 0; seq < 2; seq++) {
+        const m = await host.recv({ timeoutMs: SURVIVOR_MS });
+        assert.equal(m.channel, seq);
+        assert.equal(checkPattern(m.data, SEED, seq, 3000), null);
+        m.release();
+      }
+      await timesOut(host.recv({ timeoutMs: STALL_MS }), 'recv while the peer is stopped');
+      assert.deepEqual(host.freeSlots(), [8, 7]);
+      child.kill('SIGCONT');
+      for (let seq = 2; seq < 10; seq++) {
+        const m = await host.recv({ timeoutMs: SURVIVOR_MS });
+        assert.equal(m.channel, seq);
+        assert.equal(checkPattern(m.data, SEED, seq, 3000), null);
+        m.release();
+      }
+      assert.deepEqual(host.freeSlots(), [8, 8]);
+    },
+  },
+  {
+    primitive: 'fan-out',
+    victim: 'sender, mid-write into a ring',
+    point: 'ring.after-copy:31',
+    saw: `messages 0..29, then nothing for ${STALL_MS} ms: no message, no end, no error`,
+    checked: 'the consumer stays connected; after SIGCONT messages 30..99 arrive intact, in order, exactly once',
+    run: async () => {
+      const path = socketPath();
+      const child = victim('fanout-sender', { path, consumers: 1, count: 100 }, 'ring.after-copy:31');
+      await child.waitFor((m) => m.ready === true, WAIT);
+      const consumer = defer(await Consumer.connect(path));
+      await waitStopped(child, 'ring.after-copy:31');
+      for (let seq = 0; seq < 30; seq++) {
+        const m = await consumer.next();
+        assert.ok(m !== null);
+        assert.equal(checkFrame(m.payload, seq, 100), null);
+      }
+      const next = later(consumer.next());
+      assert.equal(await quietFor(next, STALL_MS), 'quiet');
+      child.kill('SIGCONT');
+      const first = await next;
+      assert.ok(first !== null);
+      assert.equal(checkFrame(first.payload, 30, 100), null);
+      for (let seq = 31; seq < 100; seq++) {
+        const m = await consumer.next();
+        assert.ok(m !== null);
+        assert.equal(checkFrame(m.payload, seq, 100), null);
+      }
+      assert.equal(await quietFor(later(consumer.next()), 200), 'quiet', 'nothing after message 99');
+    },
+  },
+];
+
 if (process.argv.includes('--table')) {
   const cell = (s: string) => s.replaceAll('|', '\\|');
   console.log('| primitive | killed | stopped at | the survivor saw | checked |');
   console.log('|---|---|---|---|---|');
   for (const r of rows)
+    console.log(`| ${cell(r.primitive)} | ${cell(r.victim)} | \`${r.point}\` | ${cell(r.saw)} | ${cell(r.checked)} |`);
+  console.log('\n| primitive | stopped (SIGSTOP, then SIGCONT) | at | the other side saw | checked |');
+  console.log('|---|---|---|---|---|');
+  for (const r of stallRows)
     console.log(`| ${cell(r.primitive)} | ${cell(r.victim)} | \`${r.point}\` | ${cell(r.saw)} | ${cell(r.checked)} |`);
 } else {
   for (const r of rows)
@@ -1059,5 +1217,13 @@ if (process.argv.includes('--table')) {
       }
       // Once the survivors closed, whatever the victim left was removed or replaced.
       assert.deepEqual(files(), [], 'files left after the row');
+    });
+  for (const r of stallRows)
+    test(`${r.primitive}: ${r.victim} stopped at ${r.point} past every timeout, then continued`, async () => {
+      try {
+        await r.run();
+      } finally {
+        await teardown();
+      }
     });
 }
