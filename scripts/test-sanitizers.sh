@@ -45,7 +45,10 @@ export LD_PRELOAD="$preload"
 # Leak checking would report V8's own allocations at exit; addon leaks are covered by the
 # addon tests' fd and mapping counts. Every report goes to reports/asan.<pid> or
 # reports/ubsan.<pid> (report-path.so: GCC's UBSan ignores log_path next to ASan).
-export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:log_path=$out/reports/asan"
+# malloc_context_size=5: ASan records a stack on every malloc and free, node's included;
+# 5 frames (default 30) still reach the addon function and its caller, and the run is ~10%
+# faster (child processes start ~25% faster).
+export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:malloc_context_size=5:log_path=$out/reports/asan"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 export SHMBUS_UBSAN_LOG_PATH="$out/reports/ubsan"
 # Child processes start in 1-3 s under ASan on a loaded 2-core machine (0.3 s without): tests
