@@ -318,9 +318,21 @@ abstract class Endpoint {
       );
     const word = this.slabs[c].stateWord(slot);
     if (word >>> 8 !== (generation & 0xffffff) || (word & 3) !== SLOT_IN_FLIGHT || ((word >>> 2) & 63) !== this.owner)
-      throw new ShmFrameError(ErrorCode.CORRUPT, `stale descriptor: class ${c} slot ${slot} generation ${generation}`, {
-        details: { class: c, slot, generation, slotGeneration: word >>> 8, state: word & 3 },
-      });
+      throw new ShmFrameError(
+        ErrorCode.CORRUPT,
+        `stale descriptor: class ${c} slot ${slot} generation ${generation} from ${from < 0 ? 'the host' : `peer ${from}`}, the slot is at generation ${word >>> 8} state ${word & 3} owner ${(word >>> 2) & 63}`,
+        {
+          details: {
+            class: c,
+            slot,
+            generation,
+            from,
+            slotGeneration: word >>> 8,
+            state: word & 3,
+            owner: (word >>> 2) & 63,
+          },
+        },
+      );
     const start = cls.slotsOffset + slot * cls.slotSize;
     return new HubMessage(
       this,

@@ -48,6 +48,7 @@ import {
 } from '../../src/layout/fanout.js';
 import { type Child, startFixture } from '../helpers/children.js';
 import { prng, testSeed } from '../helpers/prng.js';
+import { slow } from '../helpers/slow.js';
 
 const DEADLINE_MS = 20_000;
 const OPT_IN_KIND = 5;
@@ -777,17 +778,23 @@ describe('fan-out eviction and cleanup across processes', () => {
   });
 
   test('a silent consumer (no pings) is evicted as idle while one with default pings survives', async () => {
-    const { sut, dir, path } = await listen({ idleTimeoutMs: 600 });
+    // The default pings come every idleTimeoutMs / 3: a slower run (SHMBUS_TEST_SLOW) needs
+    // the same margin in its own scale for the pinging consumer to survive.
+    const idleTimeoutMs = slow(600);
+    const { sut, dir, path } = await listen({ idleTimeoutMs });
+    // Listening before the silent consumer connects: it can be evicted while the second
+    // consumer's process is still starting (over idleTimeoutMs under the sanitizers).
+    const evicted = nextEvent<{ pid: number; reason: string }>(sut, 'evicted');
+    evicted.catch(() => {}); // awaited below; not unhandled if a connect fails first
     const silent = await connected(path, dir, { subscribe: { keys: ['i'] }, pingIntervalMs: 1_000_000_000 });
     const chatty = await connected(path, dir, { subscribe: { keys: ['i'] }, ctl: 'ctl-c' });
-    const evicted = nextEvent<{ pid: number; reason: string }>(sut, 'evicted');
     const told = await silent.waitFor((m) => m.event === 'evicted', DEADLINE_MS);
     assert.equal(told.code, ErrorCode.EVICTED);
     assert.equal(told.reason, 'idle');
     const info = await evicted;
     assert.equal(info.pid, silent.proc.pid);
     assert.equal(info.reason, 'idle');
-    await sleep(1500); // well over two idle timeouts
+    await sleep(2.5 * idleTimeoutMs); // well over two idle timeouts
     assert.deepEqual(
       sut.consumers().map((c) => c.pid),
       [chatty.proc.pid],
