@@ -257,6 +257,8 @@ export class BlobStore {
   /** Old mappings still leased here. */
   private readonly retiredLeased = new Set<ChunkMapping>();
   private readonly prefetchBytes: number;
+  /** FREEING with this process's pid: the state word of an entry this process is freeing. */
+  private readonly freeingWord = ChunkState.FREEING | (process.pid << 3);
   /** Where each chunk file's data area starts (a page boundary) and how long the file is. */
   private readonly dataOffset: number;
   private readonly fileLength: number;
@@ -982,6 +984,7 @@ export class BlobStore {
       try {
         const state = this.stateOf(i);
         if (state === ChunkState.CREATING) this.reclaimCreating(i);
+        else if (state === ChunkState.FREEING) this.reclaimFreeing(i);
         else if (state === ChunkState.ACTIVE) this.retireIfExpired(i);
         if (this.stateOf(i) === ChunkState.SEALED && this.tryFree(i)) freed++;
       } catch (err) {
@@ -1015,8 +1018,19 @@ export class BlobStore {
   private retireIfExpired(index: number): void {
     const generation = this.generationAt(index);
     const m = this.mapChunk(index, generation);
-    if (m === null || this.firstWriteAge(m) <= this.ttlMs) return;
-    if (Atomics.load(this.i32, WRITE_HEAD_OFFSET >> 2) !== index) {
+    if (m === null) return;
+    const notHead = Atomics.load(this.i32, WRITE_HEAD_OFFSET >> 2) !== index;
+    // Active, never the head and never written, for longer than the TTL: a roller died (or
+    // stalls) between taking it (READY -> ACTIVE) and moving the head to it. Nothing can reach
+    // it: seal it to be freed. (A stalled roller that moves the head to it later finds it
+    // sealed and rolls again.)
+    const orphan =
+      notHead &&
+      Atomics.load(m.i32, FIRST_WRITE_OFFSET >> 2) === 0 &&
+      Atomics.load(m.i32, WRITERS_OFFSET >> 2) <= 0 &&
+      ageOf(Atomics.load(this.i32, this.tableIndex(index, ENTRY_CREATED_OFFSET)) >>> 0) > this.ttlMs;
+    if (!orphan && this.firstWriteAge(m) <= this.ttlMs) return;
+    if (notHead) {
       // Active but no longer the head (a roller between its two steps): seal it.
       Atomics.store(m.i32, SEALED_OFFSET >> 2, 1);
       this.casState(index, ChunkState.ACTIVE, ChunkState.SEALED);
@@ -1027,6 +1041,30 @@ export class BlobStore {
     } catch {
       // No chunk to move to (full): the expired chunk stays active until one is freed.
     }
+  }
+
+  /**
+   * A FREEING entry whose freer died between taking it (SEALED -> FREEING, or a dead creator's
+   * CREATING -> FREEING) and releasing it (FREE, or READY when recycled): remove the chunk's
+   * file and free the entry. The state word names the freer (FREEING | pid << 3); only a pid
+   * with no process at all counts as dead (a reused pid leaves the entry alone, never frees it
+   * under a live freer). A freer killed inside recycle() between renaming the file and
+   * recording the new generation leaves that file under a name the table does not know: it
+   * goes with the store (creator's close, cleanupNamespace, shmbus clean once the store is gone).
+   */
+  private reclaimFreeing(index: number): void {
+    const word = Atomics.load(this.i32, this.tableIndex(index, ENTRY_STATE_OFFSET));
+    if ((word & 7) !== ChunkState.FREEING) return;
+    const pid = word >>> 3;
+    if (pid === 0 || pid === process.pid || processStartTime(pid) >= 0) return;
+    if (!this.casState(index, word, this.freeingWord)) return;
+    const generation = this.generationAt(index);
+    try {
+      unlinkSync(this.chunkPath(generation));
+    } catch {}
+    const current = this.mapped[index];
+    if (current !== undefined && current.generation === generation) this.retire(current);
+    Atomics.store(this.i32, this.tableIndex(index, ENTRY_STATE_OFFSET), ChunkState.FREE);
   }
 
   /** A CREATING entry whose creator died mid-creation: remove its file, free the entry. */
@@ -1042,7 +1080,7 @@ export class BlobStore {
       if (claimedBy !== pid || start === (now | 0)) return; // alive (or not yet fully named): still creating
     }
     const generation = this.generationAt(index);
-    if (!this.casState(index, word, ChunkState.FREEING)) return;
+    if (!this.casState(index, word, this.freeingWord)) return;
     removeIfOwnerDead(this.chunkPath(generation));
     // A creator killed inside Segment.create() leaves its temporary file (`name~pid.random`).
     const prefix = pendingPrefix(chunkName(this.name, generation));
@@ -1076,7 +1114,7 @@ export class BlobStore {
         if (ageOf(since) < this.decayMs) return false;
       }
     }
-    if (!this.casState(index, ChunkState.SEALED, ChunkState.FREEING)) return false;
+    if (!this.casState(index, ChunkState.SEALED, this.freeingWord)) return false;
     if (m !== null) {
       const leases = Atomics.load(m.i32, LEASES_OFFSET >> 2);
       const lastLease = Atomics.load(m.i32, LAST_LEASE_OFFSET >> 2) >>> 0;

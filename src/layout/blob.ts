@@ -21,6 +21,7 @@
  *  192 TABLE: maxChunks entries of 32 B
  *    +0 state i32: FREE 0 -> CREATING 1 -> READY 2 (prefetched) -> ACTIVE 3 (the write head)
  *                  -> SEALED 4 (the head moved on) -> FREEING 5 (a cleanup removes the file) -> FREE
+ *                  (CREATING and FREEING words carry the pid in that step: state | pid << 3)
  *    +4 generation u32 (of the chunk file this entry names)
  *    +8 creatorPid u32  +12 creatorStart u32 (low 32 bits of its start ticks)  +16 createdMs u32
  * ```
