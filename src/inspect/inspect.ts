@@ -311,7 +311,10 @@ function decode(
         chunks,
         states,
       };
-      info.summary = `${chunks.length} of ${maxChunks} chunks in use, ${dv.getUint32(APPENDS_OFFSET, true)} appends`;
+      const by = ['active', 'sealed', 'ready', 'creating', 'freeing']
+        .filter((k) => (states[k] ?? 0) > 0)
+        .map((k) => `${states[k]} ${k}`);
+      info.summary = `${chunks.length} of ${maxChunks} chunks in use${by.length > 0 ? ` (${by.join(', ')})` : ''}`;
       return;
     }
     case Kind.BLOB_CHUNK: {
