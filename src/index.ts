@@ -32,6 +32,7 @@ export {
   type WaitStrategy,
 } from './channel/channel.js';
 export type { HistogramSnapshot } from './core/histogram.js';
+export { DIAGNOSTICS_CHANNELS } from './diagnostics.js';
 export {
   ErrorCode,
   type ErrorCodeValue,
@@ -61,6 +62,7 @@ export {
   type SenderMetrics,
   type SenderOptions,
 } from './fanout/sender.js';
+export { inspectSegment, listSegments, type SegmentInfo } from './inspect/inspect.js';
 export type { SizeClass } from './layout/hub.js';
 export { LAYOUT_VERSION } from './layout/segment.js';
 export { Client, type ClientConnectOptions, type RequestOptions } from './rpc/client.js';

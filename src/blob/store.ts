@@ -23,6 +23,7 @@ import { randomBytes } from 'node:crypto';
 import { readdirSync, renameSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { STOP_AT, stopAt } from '../core/test-hooks.js';
+import { diagnostics } from '../diagnostics.js';
 import { ErrorCode, ShmArgumentError, ShmError, ShmFrameError, ShmSegmentError, ShmStateError } from '../errors.js';
 import {
   ACKED_OFFSET,
@@ -1033,7 +1034,8 @@ export class BlobStore {
     if (notHead) {
       // Active but no longer the head (a roller between its two steps): seal it.
       Atomics.store(m.i32, SEALED_OFFSET >> 2, 1);
-      this.casState(index, ChunkState.ACTIVE, ChunkState.SEALED);
+      if (this.casState(index, ChunkState.ACTIVE, ChunkState.SEALED) && orphan)
+        this.reportRecovered('a chunk activated and never made the head', 0);
       return;
     }
     try {
@@ -1065,6 +1067,12 @@ export class BlobStore {
     const current = this.mapped[index];
     if (current !== undefined && current.generation === generation) this.retire(current);
     Atomics.store(this.i32, this.tableIndex(index, ENTRY_STATE_OFFSET), ChunkState.FREE);
+    this.reportRecovered('a chunk left freeing', pid);
+  }
+
+  private reportRecovered(what: string, pid: number): void {
+    if (diagnostics.recovered.hasSubscribers)
+      diagnostics.recovered.publish({ primitive: 'blob', name: this.name, what, count: 1, pid });
   }
 
   /** A CREATING entry whose creator died mid-creation: remove its file, free the entry. */
@@ -1088,6 +1096,7 @@ export class BlobStore {
       for (const entry of readdirSync(this.dir)) if (entry.startsWith(prefix)) removeIfOwnerDead(join(this.dir, entry));
     } catch {}
     Atomics.store(this.i32, this.tableIndex(index, ENTRY_STATE_OFFSET), ChunkState.FREE);
+    this.reportRecovered('a chunk left creating', pid);
   }
 
   private tryFree(index: number): boolean {

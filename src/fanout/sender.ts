@@ -32,6 +32,7 @@ import type { BlobHandle } from '../blob/handle.js';
 import { BlobStore } from '../blob/store.js';
 import { Channel, type ChannelSender } from '../channel/channel.js';
 import { STOP_AT, stopAt } from '../core/test-hooks.js';
+import { diagnostics } from '../diagnostics.js';
 import {
   ErrorCode,
   ShmArgumentError,
@@ -452,6 +453,14 @@ export class Sender extends EventEmitter {
     this.live = [...this.live, conn];
     this.c[Counter.CONSUMERS] = this.live.length;
     this.emit('consumer', this.info(conn));
+    if (diagnostics.peerConnected.hasSubscribers)
+      diagnostics.peerConnected.publish({
+        primitive: 'fanout',
+        name: this.options.path,
+        id: conn.id,
+        pid: conn.pid,
+        uid: conn.uid,
+      });
   }
 
   private write(conn: Connection, frame: Uint8Array): void {
@@ -480,6 +489,23 @@ export class Sender extends EventEmitter {
     this.release(conn);
     conn.socket.destroySoon();
     if (wasReady) this.emit('evicted', { ...info, reason, message });
+    if (diagnostics.evicted.hasSubscribers)
+      diagnostics.evicted.publish({
+        primitive: 'fanout',
+        name: this.options.path,
+        id: conn.id,
+        pid: conn.pid,
+        reason,
+        message,
+      });
+    if (reason === 'ring-full' && diagnostics.lapped.hasSubscribers)
+      diagnostics.lapped.publish({
+        primitive: 'fanout',
+        name: this.options.path,
+        id: conn.id,
+        pid: conn.pid,
+        capacity: this.options.capacity,
+      });
   }
 
   /** The connection ended (EOF, error, BYE). */
@@ -496,6 +522,14 @@ export class Sender extends EventEmitter {
     if (wasReady) {
       this.c[Counter.DISCONNECTS]++;
       this.emit('disconnect', info);
+      if (diagnostics.peerDied.hasSubscribers)
+        diagnostics.peerDied.publish({
+          primitive: 'fanout',
+          name: this.options.path,
+          id: conn.id,
+          pid: conn.pid,
+          reason: 'disconnect',
+        });
     }
   }
 

@@ -22,6 +22,7 @@ import { checkEndOptions, deadlineOf, type EndOptions, type WaitOptions } from '
 import { generationOf, SLOT_ALLOCATED, SLOT_IN_FLIGHT, Slab, SlabStatus, slotOf } from '../core/slab.js';
 import { areaReaders, areaWriters, type RingReader, type RingWriter } from '../core/spsc-ring.js';
 import { STOP_AT, stopAt } from '../core/test-hooks.js';
+import { diagnostics } from '../diagnostics.js';
 import {
   ErrorCode,
   ShmArgumentError,
@@ -494,6 +495,8 @@ export class Hub extends Endpoint {
   private reclaimPeer(i: number): void {
     const seg = this.seg;
     if (!seg.tryAcquireRole(PEER_ROLE_BASE + i)) return;
+    const free = this.slabs.reduce((n, slab) => n + slab.freeCount, 0);
+    const pid = Atomics.load(seg.views.i32, this.entryIndex(i, ENTRY_PID_OFFSET));
     try {
       for (const slab of this.slabs)
         for (let slot = 0; slot < slab.slotCount; slot++) {
@@ -510,6 +513,11 @@ export class Hub extends Endpoint {
       seg.releaseRole(PEER_ROLE_BASE + i);
     }
     this.wakeSlotWaiters();
+    if (diagnostics.peerDied.hasSubscribers)
+      diagnostics.peerDied.publish({ primitive: 'hub', name: this.name, peer: i, pid });
+    const count = this.slabs.reduce((n, slab) => n + slab.freeCount, 0) - free;
+    if (count > 0 && diagnostics.recovered.hasSubscribers)
+      diagnostics.recovered.publish({ primitive: 'hub', name: this.name, what: 'slots', count, pid });
   }
 
   /**

@@ -28,6 +28,7 @@ import { checkEndOptions, deadlineOf, type EndOptions, type WaitOptions } from '
 import { generationOf, SLOT_ALLOCATED, SLOT_IN_FLIGHT, Slab, SlabStatus, slotOf } from '../core/slab.js';
 import { areaReaders, areaWriters, RingCorruptError, type RingReader, type RingWriter } from '../core/spsc-ring.js';
 import { STOP_AT, stopAt } from '../core/test-hooks.js';
+import { diagnostics } from '../diagnostics.js';
 import {
   ErrorCode,
   ShmArgumentError,
@@ -159,6 +160,8 @@ export class Session {
   private readonly views: (Uint8Array | undefined)[];
   private closedByUs = false;
   private livenessCheckedAt = 0;
+  /** The dead peer's pid last reported to diagnostics (once per dead peer). */
+  private reportedDeadPid = 0;
   private readonly createdAt = Date.now();
   private readonly startupMs: number;
 
@@ -345,9 +348,19 @@ export class Session {
         details: { name: this.name },
       });
     }
+    const free = this.slab.freeCount;
     if (!this.reclaimAfterPeer()) return null; // a new B took the role since the probe
+    const pid = this.seg.views.dv.getUint32(this.peerBlock + PEER_PID_OFFSET, true);
+    if (pid !== this.reportedDeadPid) {
+      this.reportedDeadPid = pid;
+      if (diagnostics.peerDied.hasSubscribers)
+        diagnostics.peerDied.publish({ primitive: 'session', name: this.name, peer, pid });
+      const count = this.slab.freeCount - free;
+      if (count > 0 && diagnostics.recovered.hasSubscribers)
+        diagnostics.recovered.publish({ primitive: 'session', name: this.name, what: 'slots', count, pid });
+    }
     return new ShmStateError(ErrorCode.PEER_DEAD, `${where}: peer ${peer} died`, {
-      details: { name: this.name, pid: this.seg.views.dv.getUint32(this.peerBlock + PEER_PID_OFFSET, true) },
+      details: { name: this.name, pid },
     });
   }
 
