@@ -1060,14 +1060,18 @@ export class BlobStore {
     const pid = word >>> 3;
     if (pid === 0 || pid === process.pid || processStartTime(pid) >= 0) return;
     if (!this.casState(index, word, this.freeingWord)) return;
-    const generation = this.generationAt(index);
+    this.removeChunk(index, this.generationAt(index));
+    this.reportRecovered('a chunk left freeing', pid);
+  }
+
+  /** Removes the file of the chunk being freed (FREEING, ours), drops our mapping, frees the entry. */
+  private removeChunk(index: number, generation: number): void {
     try {
       unlinkSync(this.chunkPath(generation));
     } catch {}
     const current = this.mapped[index];
     if (current !== undefined && current.generation === generation) this.retire(current);
     Atomics.store(this.i32, this.tableIndex(index, ENTRY_STATE_OFFSET), ChunkState.FREE);
-    this.reportRecovered('a chunk left freeing', pid);
   }
 
   private reportRecovered(what: string, pid: number): void {
@@ -1135,12 +1139,7 @@ export class BlobStore {
     Atomics.add(this.i32, FREED_OFFSET >> 2, 1);
     if (ttl) Atomics.add(this.i32, EXPIRED_OFFSET >> 2, 1);
     if (m !== null && this.recycle(m)) return true;
-    try {
-      unlinkSync(this.chunkPath(generation));
-    } catch {}
-    const current = this.mapped[index];
-    if (current !== undefined && current.generation === generation) this.retire(current);
-    Atomics.store(this.i32, this.tableIndex(index, ENTRY_STATE_OFFSET), ChunkState.FREE);
+    this.removeChunk(index, generation);
     return true;
   }
 

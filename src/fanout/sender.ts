@@ -59,6 +59,7 @@ import {
   SOCKET_PATH_LENGTH_OFFSET,
   SOCKET_PATH_OFFSET,
   SOCKET_PATH_ROOM,
+  senderCounters,
   senderSegmentName,
 } from '../layout/sender.js';
 import { native } from '../native/binding.js';
@@ -767,25 +768,11 @@ export class Sender extends EventEmitter {
 
   metrics(): SenderMetrics {
     const e = this.encoder;
-    const c = this.c;
     return {
+      ...senderCounters(this.c),
       consumers: this.live.length,
-      published: c[Counter.PUBLISHED],
-      dispatched: c[Counter.DISPATCHED],
-      dispatchedBytes: c[Counter.DISPATCHED_BYTES],
-      unmatched: c[Counter.UNMATCHED],
-      evictions: {
-        'ring-full': c[Counter.EVICTED_RING_FULL],
-        idle: c[Counter.EVICTED_IDLE],
-        protocol: c[Counter.EVICTED_PROTOCOL],
-        'too-many-keys': c[Counter.EVICTED_TOO_MANY_KEYS],
-      },
-      refused: c[Counter.REFUSED],
-      disconnects: c[Counter.DISCONNECTS],
       compressedFrames: e.compressedFrames,
       compressionRatio: e.compressedWireBytes === 0 ? 1 : e.compressedRawBytes / e.compressedWireBytes,
-      blobMessages: c[Counter.BLOB_MESSAGES],
-      blobFallbacks: c[Counter.BLOB_FALLBACKS],
       perConsumer: this.consumers(),
     };
   }

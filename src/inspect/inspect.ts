@@ -55,11 +55,11 @@ import { HEADER_LENGTH, hasMagic, Kind, kindName, LAYOUT_VERSION, OWNER_ROLE, re
 import {
   COUNTER_COUNT,
   COUNTERS_OFFSET,
-  Counter,
   SENDER_SEGMENT_LENGTH,
   SOCKET_PATH_LENGTH_OFFSET,
   SOCKET_PATH_OFFSET,
   SOCKET_PATH_ROOM,
+  senderCounters,
 } from '../layout/sender.js';
 import { PEER_B_ROLE, SLOT_COUNT_OFFSET, SLOT_SIZE_OFFSET } from '../layout/session.js';
 import { native } from '../native/binding.js';
@@ -235,24 +235,7 @@ function decode(
       const pathLength = dv.getUint32(SOCKET_PATH_LENGTH_OFFSET, true);
       if (pathLength >= SOCKET_PATH_ROOM) throw new Error(`socket path length ${pathLength}`);
       const socket = new TextDecoder().decode(new Uint8Array(dv.buffer, SOCKET_PATH_OFFSET, pathLength));
-      const c = new Float64Array(dv.buffer, COUNTERS_OFFSET, COUNTER_COUNT);
-      const counters = {
-        consumers: c[Counter.CONSUMERS],
-        published: c[Counter.PUBLISHED],
-        dispatched: c[Counter.DISPATCHED],
-        dispatchedBytes: c[Counter.DISPATCHED_BYTES],
-        unmatched: c[Counter.UNMATCHED],
-        refused: c[Counter.REFUSED],
-        disconnects: c[Counter.DISCONNECTS],
-        blobMessages: c[Counter.BLOB_MESSAGES],
-        blobFallbacks: c[Counter.BLOB_FALLBACKS],
-        evictions: {
-          'ring-full': c[Counter.EVICTED_RING_FULL],
-          idle: c[Counter.EVICTED_IDLE],
-          protocol: c[Counter.EVICTED_PROTOCOL],
-          'too-many-keys': c[Counter.EVICTED_TOO_MANY_KEYS],
-        },
-      };
+      const counters = senderCounters(new Float64Array(dv.buffer, COUNTERS_OFFSET, COUNTER_COUNT));
       const evicted = counters.evictions;
       const evictions = evicted['ring-full'] + evicted.idle + evicted.protocol + evicted['too-many-keys'];
       info.details = { socket, ...counters };

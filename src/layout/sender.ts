@@ -58,3 +58,24 @@ export const SENDER_SEGMENT_LENGTH = COUNTERS_OFFSET + BLOCK_LENGTH;
 export function senderSegmentName(hashHex: string): string {
   return `sender.${hashHex.slice(0, 16)}`;
 }
+
+/** The counters as named values (what Sender.metrics() and `shmbus inspect` report). */
+export function senderCounters(c: Float64Array) {
+  return {
+    consumers: c[Counter.CONSUMERS],
+    published: c[Counter.PUBLISHED],
+    dispatched: c[Counter.DISPATCHED],
+    dispatchedBytes: c[Counter.DISPATCHED_BYTES],
+    unmatched: c[Counter.UNMATCHED],
+    refused: c[Counter.REFUSED],
+    disconnects: c[Counter.DISCONNECTS],
+    blobMessages: c[Counter.BLOB_MESSAGES],
+    blobFallbacks: c[Counter.BLOB_FALLBACKS],
+    evictions: {
+      'ring-full': c[Counter.EVICTED_RING_FULL],
+      idle: c[Counter.EVICTED_IDLE],
+      protocol: c[Counter.EVICTED_PROTOCOL],
+      'too-many-keys': c[Counter.EVICTED_TOO_MANY_KEYS],
+    },
+  };
+}

@@ -60,7 +60,7 @@ test('ls lists every segment with kind, size, owner, liveness and a summary; ins
     assert.equal(by('dead')?.alive, false);
     assert.equal(by('dead')?.ownerPid, child.proc.pid);
     assert.equal(by('sess')?.kind, 'session');
-    assert.equal((by('sess')?.details as { slotCount: number }).slotCount, 8);
+    assert.equal((by('sess')?.details as { slotCount: number } | undefined)?.slotCount, 8);
     assert.equal(by('blobs')?.kind, 'blob store');
     assert.ok(listed.some((s) => s.kind === 'blob chunk' && s.name.startsWith(`${n}-blobs.b`)));
     assert.equal(listed.find((s) => s.name === 'not-ours')?.problem, 'not a shmbus segment');

@@ -1077,6 +1077,16 @@ interface StallRow {
   run: () => Promise<void>;
 }
 
+/** Receives messages `from`..`to - 1` (channel = seq), each `length` bytes of its pattern, and releases them. */
+async function receivePatterns(s: Session | Hub, from: number, to: number, length: number): Promise<void> {
+  for (let seq = from; seq < to; seq++) {
+    const m = await s.recv({ timeoutMs: SURVIVOR_MS });
+    assert.equal(m.channel, seq);
+    assert.equal(checkPattern(m.data, SEED, seq, length), null);
+    m.release();
+  }
+}
+
 const stallRows: StallRow[] = [
   {
     primitive: 'session',
@@ -1090,22 +1100,12 @@ const stallRows: StallRow[] = [
       const a = createSession(name);
       const child = victim('session-b', { name, seed: SEED, sends: 10 }, 'session.in-flight:4');
       await waitStopped(child, 'session.in-flight:4');
-      for (let seq = 0; seq < 3; seq++) {
-        const m = await a.recv({ timeoutMs: SURVIVOR_MS });
-        assert.equal(m.channel, seq);
-        assert.equal(checkPattern(m.data, SEED, seq, 1000), null);
-        m.release();
-      }
+      await receivePatterns(a, 0, 3, 1000);
       await timesOut(a.recv({ timeoutMs: STALL_MS }), 'recv while B is stopped');
       assert.equal(a.peerAlive(), true);
       assert.equal(a.freeSlots, SLOTS - 1, "B's in-flight slot stays B's");
       child.kill('SIGCONT');
-      for (let seq = 3; seq < 10; seq++) {
-        const m = await a.recv({ timeoutMs: SURVIVOR_MS });
-        assert.equal(m.channel, seq);
-        assert.equal(checkPattern(m.data, SEED, seq, 1000), null);
-        m.release();
-      }
+      await receivePatterns(a, 3, 10, 1000);
       assert.equal(a.freeSlots, SLOTS);
     },
   },
@@ -1146,21 +1146,11 @@ const stallRows: StallRow[] = [
       const host = createHub(name);
       const child = victim('hub-peer', { name, seed: SEED, sends: 10 }, 'hub.in-flight:3');
       await waitStopped(child, 'hub.in-flight:3');
-      for (let seq = 0; seq < 2; seq++) {
-        const m = await host.recv({ timeoutMs: SURVIVOR_MS });
-        assert.equal(m.channel, seq);
-        assert.equal(checkPattern(m.data, SEED, seq, 3000), null);
-        m.release();
-      }
+      await receivePatterns(host, 0, 2, 3000);
       await timesOut(host.recv({ timeoutMs: STALL_MS }), 'recv while the peer is stopped');
       assert.deepEqual(host.freeSlots(), [8, 7]);
       child.kill('SIGCONT');
-      for (let seq = 2; seq < 10; seq++) {
-        const m = await host.recv({ timeoutMs: SURVIVOR_MS });
-        assert.equal(m.channel, seq);
-        assert.equal(checkPattern(m.data, SEED, seq, 3000), null);
-        m.release();
-      }
+      await receivePatterns(host, 2, 10, 3000);
       assert.deepEqual(host.freeSlots(), [8, 8]);
     },
   },
