@@ -18,6 +18,7 @@
  * One Run per target per process; not shared between threads.
  */
 import { ShmError } from '../../src/errors.js';
+import { slow } from '../helpers/slow.js';
 import { hex } from './mutate.js';
 import type { Watchdog } from './watchdog.js';
 
@@ -79,11 +80,13 @@ export interface TargetReport {
 /**
  * One synchronous operation may take this long before it counts as a stall (a hang finding):
  * every wait the fuzz targets start has a timeout of at most a few ms, so only a wait the
- * caller cannot bound (or a loop that runs far too long) gets near it.
+ * caller cannot bound (or a loop that runs far too long) gets near it. Scaled by
+ * SHMBUS_TEST_SLOW (test/helpers/slow.ts): under the sanitizers on a loaded machine an append
+ * to a corrupted blob store that creates and maps chunk files took 700 ms (100 ms plain).
  */
-export const STALL_MS = 500;
+export const STALL_MS = slow(500);
 /** The same for operations that wait on the event loop (timers, wake-ups, another end's work). */
-export const STALL_ASYNC_MS = 2000;
+export const STALL_ASYNC_MS = slow(2000);
 
 /** True for the errors shmbus is allowed to throw at hostile input. */
 export function isTyped(err: unknown): err is ShmError {
