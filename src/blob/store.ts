@@ -1021,14 +1021,16 @@ export class BlobStore {
     const m = this.mapChunk(index, generation);
     if (m === null) return;
     const notHead = Atomics.load(this.i32, WRITE_HEAD_OFFSET >> 2) !== index;
-    // Active, never the head and never written, for longer than the TTL: a roller died (or
-    // stalls) between taking it (READY -> ACTIVE) and moving the head to it. Nothing can reach
-    // it: seal it to be freed. (A stalled roller that moves the head to it later finds it
-    // sealed and rolls again.)
+    // Active, not the head and never written, for longer than the TTL: a roller died (or
+    // stalls) between taking it (READY -> ACTIVE) and moving the head to it. Nothing new can
+    // reach it: seal it to be freed. (A stalled roller that moves the head to it later finds
+    // it sealed and rolls again; an appender still inside completes its entry in the sealed
+    // chunk, which tryFree() keeps while `writers` says so, or until the TTL. `writers` is not
+    // asked here: a writer killed inside an earlier generation of a recycled chunk leaves it
+    // above 0 for good.)
     const orphan =
       notHead &&
       Atomics.load(m.i32, FIRST_WRITE_OFFSET >> 2) === 0 &&
-      Atomics.load(m.i32, WRITERS_OFFSET >> 2) <= 0 &&
       ageOf(Atomics.load(this.i32, this.tableIndex(index, ENTRY_CREATED_OFFSET)) >>> 0) > this.ttlMs;
     if (!orphan && this.firstWriteAge(m) <= this.ttlMs) return;
     if (notHead) {
