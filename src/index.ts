@@ -65,6 +65,12 @@ export {
 export { inspectSegment, listSegments, type SegmentInfo } from './inspect/inspect.js';
 export type { SizeClass } from './layout/hub.js';
 export { LAYOUT_VERSION } from './layout/segment.js';
+export {
+  PROMETHEUS_METRICS,
+  type PromClientLike,
+  type PrometheusOptions,
+  registerPrometheusMetrics,
+} from './metrics/prometheus.js';
 export { Client, type ClientConnectOptions, type RequestOptions } from './rpc/client.js';
 export {
   Daemon,
