@@ -52,7 +52,9 @@ function clean(args: string[]): number {
   }
   const verb = dryRun ? 'would remove' : 'removed';
   for (const r of report.removed)
-    process.stdout.write(`${verb} ${r.file} (${r.kind}, ${r.bytes} B, owner pid ${r.ownerPid}): ${r.reason}\n`);
+    process.stdout.write(
+      `${verb} ${r.file} (${r.kind}, ${r.bytes} B${r.ownerPid > 0 ? `, owner pid ${r.ownerPid}` : ''}): ${r.reason}\n`,
+    );
   for (const k of report.kept) process.stdout.write(`kept ${k.file}: ${k.reason}\n`);
   const bytes = report.removed.reduce((a, r) => a + r.bytes, 0);
   process.stdout.write(
