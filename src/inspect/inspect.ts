@@ -208,9 +208,11 @@ interface Mapped {
   held: (role: number) => boolean;
   alive: boolean;
   ownerPid: number;
+  /** Whether to read the segments this one names (a sender's consumer rings, a store's chunks); false inside such a read, so a corrupt name cannot recurse. */
+  follow: boolean;
 }
 
-function readSegment(dir: string, file: string): SegmentInfo {
+function readSegment(dir: string, file: string, follow = true): SegmentInfo {
   const info = blank(file);
   const n = native();
   let fd: number;
@@ -248,7 +250,7 @@ function readSegment(dir: string, file: string): SegmentInfo {
       }
       const held = (role: number) => n.lockHeld(fd, role);
       try {
-        decode(info, h.kind, { dir, dv, i32, bytes, held, alive: info.alive, ownerPid: h.ownerPid });
+        decode(info, h.kind, { dir, dv, i32, bytes, held, alive: info.alive, ownerPid: h.ownerPid, follow });
       } catch (err) {
         info.problem = `corrupt: ${(err as Error).message}`;
       }
@@ -451,7 +453,7 @@ function micros(ns: number): string {
 /** A fan-out consumer's ring, read through its own channel segment (same directory). */
 function consumerRing(dir: string, ring: string) {
   if (!SAFE_NAME.test(ring)) return { found: false as const };
-  const r = readSegment(dir, FILE_PREFIX + ring);
+  const r = readSegment(dir, FILE_PREFIX + ring, false);
   if (r.problem !== undefined || r.kind !== 'channel') return { found: false as const, problem: r.problem };
   const d = r.details as {
     capacity: number;
@@ -473,7 +475,7 @@ function consumerRing(dir: string, ring: string) {
   };
 }
 
-function decodeSender(info: SegmentInfo, { dir, dv, i32, bytes }: Mapped): void {
+function decodeSender(info: SegmentInfo, { dir, dv, i32, bytes, follow }: Mapped): void {
   if (bytes < SENDER_SEGMENT_LENGTH) throw new Error(`${bytes} bytes`);
   const pathLength = dv.getUint32(SOCKET_PATH_LENGTH_OFFSET, true);
   if (pathLength >= SOCKET_PATH_ROOM) throw new Error(`socket path length ${pathLength}`);
@@ -511,7 +513,7 @@ function decodeSender(info: SegmentInfo, { dir, dv, i32, bytes }: Mapped): void 
     }
     const withRings = entries.map((e) => ({
       ...e,
-      ringState: e.state === 'live' ? consumerRing(dir, e.ring) : { found: false as const },
+      ringState: e.state === 'live' && follow ? consumerRing(dir, e.ring) : { found: false as const },
     }));
     live = withRings.filter((e) => e.state === 'live');
     details.consumerTable = { slots, used: entries.length };
@@ -683,12 +685,12 @@ function decodeDaemon(info: SegmentInfo, { dv, i32, bytes, held, alive, ownerPid
 }
 
 function chunkDetails(dir: string, storeName: string, generation: number) {
-  const r = readSegment(dir, `${FILE_PREFIX}${storeName}.b${generation}`);
+  const r = readSegment(dir, `${FILE_PREFIX}${storeName}.b${generation}`, false);
   if (r.problem !== undefined || r.kind !== 'blob chunk') return { found: false, problem: r.problem ?? r.kind };
   return { found: true, ...r.details };
 }
 
-function decodeBlobStore(info: SegmentInfo, { dir, dv, i32, bytes }: Mapped): void {
+function decodeBlobStore(info: SegmentInfo, { dir, dv, i32, bytes, follow }: Mapped): void {
   const maxChunks = dv.getUint32(MAX_CHUNKS_OFFSET, true);
   if (maxChunks > MAX_CHUNKS || TABLE_OFFSET + maxChunks * TABLE_ENTRY_LENGTH > bytes)
     throw new Error(`maxChunks ${maxChunks}`);
@@ -713,7 +715,7 @@ function decodeBlobStore(info: SegmentInfo, { dir, dv, i32, bytes }: Mapped): vo
       newest = newest === null ? ageMs : Math.min(newest, ageMs);
     }
     const file =
-      state === ChunkState.READY || state === ChunkState.ACTIVE || state === ChunkState.SEALED
+      follow && (state === ChunkState.READY || state === ChunkState.ACTIVE || state === ChunkState.SEALED)
         ? chunkDetails(dir, storeName, generation)
         : null;
     if (file?.found) {
