@@ -80,7 +80,6 @@ import {
 } from '../layout/channel.js';
 import {
   CLIENT_ROLE_BASE,
-  CMD_CLASS_SHARES,
   checkDaemonGeometry,
   DAEMON_CLOSED_OFFSET,
   DAEMON_PROTOCOL_VERSION,
@@ -136,7 +135,7 @@ import {
   PEER_PID_OFFSET,
   readSessionParams,
 } from '../layout/session.js';
-import { SLAB_FREE_WORD, SLAB_STATES_WORD } from '../layout/slab.js';
+import { SLAB_STATES_WORD } from '../layout/slab.js';
 import { native } from '../native/binding.js';
 import { FILE_PREFIX, segmentDir } from '../segment/names.js';
 
@@ -370,7 +369,7 @@ function slabState(i32: Int32Array, slabOffset: number, slotCount: number) {
       byOwner[owner].inFlight++;
     }
   }
-  return { slots: slotCount, free, held, inFlight, freeListCount: i32[base + SLAB_FREE_WORD], byOwner };
+  return { slots: slotCount, free, held, inFlight, byOwner };
 }
 
 /** Milliseconds since a blob-store stamp (low 32 bits of Date.now(), 0: none), or null. */
@@ -518,9 +517,21 @@ function decodeSender(info: SegmentInfo, { dir, dv, i32, bytes, follow }: Mapped
     live = withRings.filter((e) => e.state === 'live');
     details.consumerTable = { slots, used: entries.length };
     details.perConsumer = withRings.map(({ ringState, ...e }) => ({
-      ...e,
+      slot: e.slot,
+      state: e.state,
       evictReason: e.evictReason === '' ? null : e.evictReason,
+      consumerId: e.consumerId,
+      pid: e.pid,
+      uid: e.uid,
+      name: e.name,
       filter: `${e.keys} key(s), ${e.groups} group(s), ${e.kinds.length} opted-in kind(s)`,
+      keys: e.keys,
+      groups: e.groups,
+      kinds: e.kinds,
+      delivered: e.delivered,
+      deliveredBytes: e.deliveredBytes,
+      connectedMs: e.connectedMs,
+      endedMs: e.endedMs,
       ring: { name: e.ring, ...ringState },
     }));
   }
@@ -654,7 +665,6 @@ function decodeDaemon(info: SegmentInfo, { dv, i32, bytes, held, alive, ownerPid
         servedBytes: c.receivedBytes,
         perClass: c.rings.map((ring, k) => ({
           class: ['critical', 'high', 'low'][k] ?? String(k),
-          share: CMD_CLASS_SHARES[k],
           fillBytes: ring.fillBytes,
           fill: ring.fill,
           framesInFlight: ring.framesInFlight,
