@@ -12,8 +12,8 @@
  * found the ring full; a fan-out sender its copies into consumer rings, drops = evictions,
  * fill = its fullest consumer ring; a daemon the commands its live clients had served, fill =
  * its fullest command ring; a session or hub the descriptors sent both ways (bytes: descriptor
- * bytes, payloads travel in slots), fill = slots not free; a blob store its appends, drops =
- * appends refused full + entries expired, fill = chunks in use. Latency is end-to-end (sender
+ * bytes, payloads travel in slots), fill = slots not free; a blob store the entries and bytes
+ * its chunks grew by, drops = appends refused because it was full, fill = chunks in use. Latency is end-to-end (sender
  * stamp to the consumer decoding it) as a fan-out consumer publishes it into its ring about
  * every 100 ms: on the ring's row and, worst over its consumers, on the sender's row. Blob
  * chunks are folded into their store's row.
@@ -61,6 +61,8 @@ interface Counted {
   p50: number | null;
   p99: number | null;
   peers: string;
+  /** A blob store's chunks: generation -> [entries, used bytes], for rates that survive chunks being freed. */
+  chunks?: Map<number, [number, number]>;
 }
 
 type Latency = { p50Ns: number; p99Ns: number; ageMs: number } | null;
@@ -163,11 +165,16 @@ function counted(s: SegmentInfo): Counted {
     }
     case 'blob store': {
       const max = num(d.maxChunks) ?? 0;
-      const used = Array.isArray(d.chunks) ? d.chunks.length : 0;
+      const list = Array.isArray(d.chunks) ? d.chunks : [];
+      const used = list.length;
+      const chunks = new Map<number, [number, number]>();
+      for (const c of list)
+        if (c.file?.found === true) chunks.set(c.generation, [num(c.file.entries) ?? 0, num(c.file.used) ?? 0]);
       return {
-        frames: num(d.appends),
-        bytes: null,
-        drops: (num(d.full) ?? 0) + (num(d.expired) ?? 0),
+        chunks,
+        frames: num(d.entries),
+        bytes: num(d.usedBytes),
+        drops: num(d.full),
         fill: max > 0 ? used / max : null,
         p50: null,
         p99: null,
@@ -177,6 +184,22 @@ function counted(s: SegmentInfo): Counted {
     default:
       return none;
   }
+}
+
+/**
+ * Entries and bytes appended to a blob store between two samples, chunk by chunk (a chunk's
+ * counters only grow during its life; one that appeared counts from 0, one freed meanwhile
+ * counts nothing more). The store's own `appends` counter is published in batches of 64.
+ */
+function chunkGrowth(now: Map<number, [number, number]>, before: Map<number, [number, number]>): [number, number] {
+  let entries = 0;
+  let bytes = 0;
+  for (const [generation, [e, b]] of now) {
+    const [e0, b0] = before.get(generation) ?? [0, 0];
+    entries += Math.max(0, e - e0);
+    bytes += Math.max(0, b - b0);
+  }
+  return [entries, bytes];
 }
 
 function rate(now: number | null, before: number | null, seconds: number): number | null {
@@ -194,6 +217,13 @@ export function topRows(previous: Sample | null, current: Sample): TopRow[] {
     if (s.kind === 'blob chunk') continue;
     const c = counted(s);
     const b = before.get(`${s.file}@${s.createdAtMs}`) ?? null;
+    let framesPerSec = rate(c.frames, b?.frames ?? null, seconds);
+    let bytesPerSec = rate(c.bytes, b?.bytes ?? null, seconds);
+    if (c.chunks !== undefined && b?.chunks !== undefined && seconds > 0) {
+      const [entries, bytes] = chunkGrowth(c.chunks, b.chunks);
+      framesPerSec = entries / seconds;
+      bytesPerSec = bytes / seconds;
+    }
     rows.push({
       name: s.name,
       kind: s.kind,
@@ -202,8 +232,8 @@ export function topRows(previous: Sample | null, current: Sample): TopRow[] {
       fill: c.fill,
       frames: c.frames,
       bytes: c.bytes,
-      framesPerSec: rate(c.frames, b?.frames ?? null, seconds),
-      bytesPerSec: rate(c.bytes, b?.bytes ?? null, seconds),
+      framesPerSec,
+      bytesPerSec,
       drops: c.drops,
       latencyP50Ns: c.p50,
       latencyP99Ns: c.p99,

@@ -181,7 +181,7 @@ test('top --once --json reports rates above zero for every primitive carrying tr
     assert.equal(r.status, 0, r.stderr);
     const d = JSON.parse(r.stdout);
     const row = (n: string) => d.rows.find((x: Json) => x.name === n);
-    for (const n of ['orders', senderName, 'pricing', 'render']) {
+    for (const n of ['orders', senderName, 'pricing', 'render', 'feed-blobs']) {
       assert.ok(row(n)?.framesPerSec > 0, `${n}: ${JSON.stringify(row(n))}`);
       assert.ok(row(n)?.bytesPerSec > 0, n);
     }
