@@ -14,7 +14,11 @@ import { prng, testSeed } from '../helpers/prng.js';
 
 const live = mkdtempSync('/dev/shm/shmbus-inspect-live-');
 const fuzz = mkdtempSync('/dev/shm/shmbus-inspect-fuzz-');
-after(() => {
+
+/** Closes what the test opened, also when it fails (a listening sender would keep the process alive). */
+const closers: (() => unknown)[] = [];
+after(async () => {
+  for (const close of closers.reverse()) await close();
   rmSync(live, { recursive: true, force: true });
   rmSync(fuzz, { recursive: true, force: true });
 });
@@ -24,10 +28,14 @@ const INTERESTING = [0, 1, 7, 8, 64, 127, 128, 4096, 0x7fffffff, 0x80000000, 0xf
 test('listSegments never throws on corrupted segments of any kind, and every entry decodes or names its problem', async () => {
   const tx = Channel.create('ch', { dir: live, capacity: 4096, priorities: true });
   const rx = Channel.open('ch', { dir: live });
+  closers.push(
+    () => tx.close(),
+    () => rx.close(),
+  );
   for (let i = 0; i < 10; i++)
     tx.trySend(new Uint8Array(40).fill(i), { priority: (['critical', 'high', 'low'] as const)[i % 3] });
-  rx.tryRecv();
   const store = BlobStore.create('blobs', { dir: live, chunkSize: 4096, maxChunks: 4 });
+  closers.push(() => store.close());
   store.append(new Uint8Array(100));
   const sender = await Sender.listen({
     path: join(live, 'feed.sock'),
@@ -35,7 +43,9 @@ test('listSegments never throws on corrupted segments of any kind, and every ent
     capacity: 4096,
     kinds: { 3: 'opt-in', 4: 'always' },
   });
+  closers.push(() => sender.close());
   const consumer = await Consumer.connect(join(live, 'feed.sock'), { subscribe: { keys: ['a'], kinds: [3] } });
+  closers.push(() => consumer.close());
   for (let i = 0; i < 5; i++) sender.publish({ kind: 1, key: 'a', payload: new Uint8Array(10) });
   const daemon = Daemon.create('daemon', {
     dir: live,
@@ -45,8 +55,10 @@ test('listSegments never throws on corrupted segments of any kind, and every ent
     cmdMaxBytes: 64,
     respCapacity: 4096,
   });
+  closers.push(() => daemon.close());
   daemon.writeData(new Uint8Array(8));
   const session = Session.create('session', { dir: live, slotSize: 256, slotCount: 8 });
+  closers.push(() => session.close());
   session.tryAlloc(100);
   const hub = Hub.create('hub', {
     dir: live,
@@ -57,13 +69,39 @@ test('listSegments never throws on corrupted segments of any kind, and every ent
       { slotSize: 1024, slotCount: 2 },
     ],
   });
+  closers.push(() => hub.close());
   await sleep(50);
   const originals = readdirSync(live)
     .filter((f) => f.startsWith('shmbus.'))
     .map((f) => ({ file: f, bytes: readFileSync(join(live, f)) }));
-  const kinds = new Set(listSegments({ dir: live }).map((s) => s.kind));
+  const intact = listSegments({ dir: live });
+  const kinds = new Set(intact.map((s) => s.kind));
   for (const k of ['channel', 'blob store', 'blob chunk', 'fan-out sender', 'daemon', 'session', 'hub'])
     assert.ok(kinds.has(k), `a ${k} to corrupt (have ${[...kinds].join(', ')})`);
+  // The intact ones decode to what was done to them.
+  // biome-ignore lint/suspicious/noExplicitAny: details are per kind
+  const details = (kind: string, name?: string): any =>
+    intact.find((x) => x.kind === kind && (name === undefined || x.name === name))?.details;
+  // Ten frames round-robin over critical, high, low, none received yet.
+  assert.deepEqual(
+    details('channel', 'ch').rings.map((r: { framesInFlight: number }) => r.framesInFlight),
+    [4, 3, 3],
+  );
+  const s = details('fan-out sender');
+  assert.deepEqual([s.kindModes['opt-in'], s.kindModes.always], [[3], [4]]);
+  assert.equal(s.perConsumer.length, 1);
+  assert.deepEqual([s.perConsumer[0].keys, s.perConsumer[0].kinds, s.perConsumer[0].delivered], [1, [3], 5]);
+  assert.equal(details('daemon').stateVersion, 1);
+  assert.deepEqual([details('session').slots.held, details('session').slots.byPeer.A.held], [1, 1]);
+  const h = details('hub');
+  assert.deepEqual(
+    h.classes.map((c: { slots: number; free: number }) => [c.slots, c.free]),
+    [
+      [8, 8],
+      [2, 2],
+    ],
+  );
+  assert.equal(h.host.alive, true);
   // The copies of a sender's ring and of a store's chunk, under their names, so the links resolve.
   for (const o of originals) copyFileSync(join(live, o.file), join(fuzz, o.file));
 
@@ -108,12 +146,4 @@ test('listSegments never throws on corrupted segments of any kind, and every ent
   }
   assert.ok(decoded > 0);
   assert.ok((problems.get('corrupt') ?? 0) > 0, `some corruption is caught: ${JSON.stringify([...problems])}`);
-  await consumer.close();
-  await sender.close();
-  hub.close();
-  session.close();
-  daemon.close();
-  store.close();
-  rx.close();
-  tx.close();
 });
