@@ -20,6 +20,11 @@
  * was applied), 'evicted', 'disconnect' (each with a ConsumerInfo), 'protocolError',
  * 'sourceError' (an attached source threw).
  *
+ * Observability: the counters, the kind modes and a table of the consumers (identity, filter
+ * summary, deliveries, eviction reason) live in the registration segment `sender.<hash>`
+ * (layout/sender.ts, fanout/consumer-table.ts), so `shmbus inspect` / `shmbus top` read them
+ * without asking the sender; each consumer publishes its latency into its ring.
+ *
  * Control protocol and frame layouts: src/layout/fanout.ts, docs/LAYOUT.md.
  * One thread: publish() and the control plane run on the sender's event loop.
  */

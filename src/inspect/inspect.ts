@@ -688,6 +688,7 @@ function decodeDaemon(info: SegmentInfo, { dv, i32, bytes, held, alive, ownerPid
     clientsEverConnected: dv.getUint32(NEXT_CLIENT_ID_OFFSET, true),
     clients,
     liveClientSlots: clients.filter((c) => c.alive).map((c) => c.slot),
+    /** Over the client slots in use now: a slot's counters restart when a new client claims it. */
     commandsQueued: queued,
     commandsServed: served,
   };
