@@ -81,6 +81,17 @@ function at(s: SegmentInfo, ...path: string[]): number | undefined {
   return num(v);
 }
 
+/** A fan-out sender's live consumers (inspect's consumer table joined with their rings). */
+function perConsumer(s: SegmentInfo): Record<string, unknown>[] {
+  const list = obj(s.details).perConsumer;
+  if (s.kind !== 'fan-out sender' || !Array.isArray(list)) return [];
+  return list.map(obj).filter((c) => c.state === 'live');
+}
+
+function consumerLabels(c: Record<string, unknown>): Record<string, string> {
+  return { consumer: String(c.consumerId ?? ''), name: String(c.name ?? '') };
+}
+
 function one(s: SegmentInfo, v: number | undefined, extra: Record<string, string> = {}) {
   return v === undefined ? [] : [[{ segment: s.name, ...extra }, v] as [Record<string, string>, number]];
 }
@@ -89,6 +100,19 @@ function one(s: SegmentInfo, v: number | undefined, extra: Record<string, string
 function field(kind: string, name: string, help: string, ...path: string[]): MetricSpec {
   return { name, help, labels: ['segment'], read: (s) => (s.kind === kind ? one(s, at(s, ...path)) : []) };
 }
+
+/** Slots per state (free, held, in flight) from an inspect slab summary. */
+function slotStates(s: SegmentInfo, slab: Record<string, unknown>, extra: Record<string, string> = {}) {
+  return (['free', 'held', 'inFlight'] as const).flatMap((state) =>
+    one(s, num(slab[state]), { ...extra, state: state === 'inFlight' ? 'in_flight' : state }),
+  );
+}
+
+const QUANTILES = [
+  ['0.5', 'p50Ns'],
+  ['0.99', 'p99Ns'],
+  ['1', 'maxNs'],
+] as const;
 
 const SPECS: MetricSpec[] = [
   {
@@ -133,6 +157,25 @@ const SPECS: MetricSpec[] = [
     'consumer',
     'receivedBytes',
   ),
+  field(
+    'channel',
+    'channel_inflight_frames',
+    'Frames committed and not yet released (all priority rings)',
+    'inFlightFrames',
+  ),
+  {
+    name: 'channel_latency_seconds',
+    help: 'End-to-end latency a fan-out consumer publishes into its ring (last ~100 ms window; quantile 1 = max)',
+    labels: ['segment', 'quantile'],
+    read: (s) => {
+      if (s.kind !== 'channel') return [];
+      const latency = obj(obj(s.details).latency);
+      return QUANTILES.flatMap(([q, key]) => {
+        const ns = num(latency[key]);
+        return one(s, ns === undefined ? undefined : ns / 1e9, { quantile: q });
+      });
+    },
+  },
   {
     name: 'channel_consumer_alive',
     help: '1 while a consumer holds the receiving end, else 0',
@@ -157,6 +200,18 @@ const SPECS: MetricSpec[] = [
       return Object.keys(ev).flatMap((reason) => one(s, num(ev[reason]), { reason }));
     },
   },
+  {
+    name: 'fanout_consumer_delivered_total',
+    help: 'Messages the sender delivered to each live consumer',
+    labels: ['segment', 'consumer', 'name'],
+    read: (s) => perConsumer(s).flatMap((c) => one(s, num(c.delivered), consumerLabels(c))),
+  },
+  {
+    name: 'fanout_consumer_lag_frames',
+    help: "Frames in each live consumer's ring not yet read",
+    labels: ['segment', 'consumer', 'name'],
+    read: (s) => perConsumer(s).flatMap((c) => one(s, num(obj(c.ring).lagFrames), consumerLabels(c))),
+  },
   // Blob stores: the control segment's table and counters.
   {
     name: 'blob_chunks',
@@ -177,6 +232,17 @@ const SPECS: MetricSpec[] = [
   ),
   field('blob store', 'blob_chunks_freed_total', 'Chunks freed (acknowledged or expired)', 'freed'),
   field('blob store', 'blob_chunks_expired_total', 'Chunks freed by the TTL', 'expired'),
+  field('blob store', 'blob_entries', 'Entries in the chunks in use', 'entries'),
+  field('blob store', 'blob_acked', 'Entries acknowledged in the chunks in use', 'acked'),
+  {
+    name: 'blob_oldest_chunk_age_seconds',
+    help: 'Age of the oldest chunk in use',
+    labels: ['segment'],
+    read: (s) => {
+      const ms = s.kind === 'blob store' ? at(s, 'oldestChunkAgeMs') : undefined;
+      return one(s, ms === undefined ? undefined : ms / 1000);
+    },
+  },
   field('blob store', 'blob_full_total', 'Appends refused because maxChunks were in use', 'full'),
   // Daemons and hubs: who is attached.
   {
@@ -189,6 +255,30 @@ const SPECS: MetricSpec[] = [
     },
   },
   field('daemon', 'daemon_max_clients', 'Client slots of the daemon', 'maxClients'),
+  field('daemon', 'daemon_state_version', 'Version of the published shared state (seqlock)', 'stateVersion'),
+  field('daemon', 'daemon_commands_queued', "Commands waiting in the clients' queues", 'commandsQueued'),
+  field(
+    'daemon',
+    'daemon_commands_served',
+    'Commands served, summed over the client slots in use now (a slot restarts at 0 for a new client)',
+    'commandsServed',
+  ),
+  {
+    name: 'session_slots',
+    help: 'Slots of the session by state',
+    labels: ['segment', 'state'],
+    read: (s) => (s.kind === 'session' ? slotStates(s, obj(obj(s.details).slots)) : []),
+  },
+  {
+    name: 'hub_slots',
+    help: 'Slots of the hub by size class and state',
+    labels: ['segment', 'class', 'state'],
+    read: (s) => {
+      const classes = obj(s.details).classes;
+      if (s.kind !== 'hub' || !Array.isArray(classes)) return [];
+      return classes.flatMap((c, i) => slotStates(s, obj(c), { class: String(i) }));
+    },
+  },
   {
     name: 'hub_peers',
     help: 'Peers attached to the hub and alive',

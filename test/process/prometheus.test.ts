@@ -10,7 +10,8 @@ import { after, test } from 'node:test';
 import client from 'prom-client';
 import { PUBLISH_FRAMES } from '../../src/core/spsc-ring.js';
 import { BlobStore, Channel, PROMETHEUS_METRICS, registerPrometheusMetrics, Session } from '../../src/index.js';
-import { startFixture, uniqueName } from '../helpers/children.js';
+import { type Child, startFixture, uniqueName } from '../helpers/children.js';
+import { slow as scaled } from '../helpers/slow.js';
 
 const dir = mkdtempSync('/dev/shm/shmbus-prom-test-');
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -27,7 +28,7 @@ function sample(text: string, name: string, labels: Record<string, string>): num
   return undefined;
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
+async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = scaled(20_000)): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await probe();
@@ -122,3 +123,53 @@ test('a filter limits the segments, a prefix renames the metrics, a bad client i
     code: 'SHM_ERR_INVALID_ARGUMENT',
   });
 });
+
+test('fan-out consumers, a daemon and a session under live traffic: per-consumer deliveries, lag and latency, state version, slots by state', async () => {
+  const n = uniqueName('promt');
+  const path = `${dir}/${n}.sock`;
+  const children: Child[] = [];
+  const start = async (role: string, name: string, config: object = {}) => {
+    const child = startFixture('traffic', [role, name, JSON.stringify(config)], { SHMBUS_DIR: dir });
+    children.push(child);
+    const m = await child.waitFor((x) => x.ready === true || x.error !== undefined, scaled(15_000));
+    assert.equal(m.ready, true, JSON.stringify(m));
+  };
+  const registry = new client.Registry();
+  const sut = registerPrometheusMetrics(client, { registry, dir, snapshotMs: 0 });
+  try {
+    await start('sender', `${n}-fan`, { path });
+    await start('consumer', 'c', { path, name: 'reader', subscribe: { keys: ['k1'] } });
+    await start('daemon', `${n}-d`);
+    await start('client', `${n}-d`);
+    await start('session-a', `${n}-s`);
+    await start('session-b', `${n}-s`);
+    const text = await until('every kind has moved', async () => {
+      const t = await registry.metrics();
+      const line = t.split('\n').find((l) => l.startsWith('shmbus_fanout_consumer_delivered_total{') && l.includes('name="reader"'));
+      const delivered = line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1));
+      const version = sample(t, 'shmbus_daemon_state_version', { segment: `${n}-d` }) ?? 0;
+      const latency = t.split('\n').some((l) => l.startsWith('shmbus_channel_latency_seconds{') && l.includes('quantile="0.99"'));
+      return delivered > 0 && version > 0 && latency ? t : undefined;
+    });
+    const fan = text.split('\n').filter((l) => l.startsWith('shmbus_fanout_consumer_lag_frames{'));
+    assert.equal(fan.length, 1, fan.join('\n'));
+    assert.match(fan[0], /name="reader"/);
+    assert.equal(sample(text, 'shmbus_fanout_consumers', { segment: fanSegment(text) }), 1);
+    const slots = ['free', 'held', 'in_flight'].map((state) => sample(text, 'shmbus_session_slots', { segment: `${n}-s`, state }) ?? -1);
+    assert.ok(slots.every((v) => v >= 0), `session slots ${slots}`);
+    assert.equal(slots[0] + slots[1] + slots[2], 8);
+    assert.ok((sample(text, 'shmbus_daemon_max_clients', { segment: `${n}-d` }) ?? 0) >= 1);
+  } finally {
+    for (const c of children) c.kill('SIGKILL');
+    await Promise.all(children.map((c) => c.exited()));
+    sut.unregister();
+  }
+});
+
+/** The segment label of the one fan-out sender in a scrape. */
+function fanSegment(text: string): string {
+  const line = text.split('\n').find((l) => l.startsWith('shmbus_fanout_consumers{'));
+  const m = /segment="([^"]+)"/.exec(line ?? '');
+  if (m === null) throw new Error('no fan-out sender in the scrape');
+  return m[1];
+}
