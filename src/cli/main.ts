@@ -6,6 +6,7 @@
  *   npx shmbus ls [--dir DIR] [--json]
  *   npx shmbus inspect <name> [--dir DIR] [--json]
  *   npx shmbus clean [--dir DIR] [--dry-run] [--json]
+ *   npx shmbus demo [--seconds N] [--consumers K] [--rate R|max] [--json] [--no-live]
  *   npx shmbus help
  */
 import { spawnSync } from 'node:child_process';
@@ -13,6 +14,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { inspectSegment, listSegments, type SegmentInfo } from '../inspect/inspect.js';
 import { cleanStale } from '../segment/clean.js';
+import { DEMO_USAGE, demo } from './demo.js';
 
 const usage = `usage: shmbus <command> [options]
 
@@ -28,6 +30,7 @@ commands:
   clean [--dir DIR] [--dry-run] [--json]
         remove stale shmbus files (every process that had them is gone) from DIR
         (default $SHMBUS_DIR, else /dev/shm); reports what it removed and kept
+${DEMO_USAGE}
   help  this text
 `;
 
@@ -190,7 +193,7 @@ function runBench(args: string[]): number {
   return result.status ?? 1;
 }
 
-function main(argv: string[]): number {
+function main(argv: string[]): number | Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'bench':
@@ -201,6 +204,8 @@ function main(argv: string[]): number {
       return ls(rest);
     case 'inspect':
       return inspect(rest);
+    case 'demo':
+      return demo(rest);
     case undefined:
     case 'help':
     case '--help':
@@ -213,4 +218,6 @@ function main(argv: string[]): number {
   }
 }
 
-process.exitCode = main(process.argv.slice(2));
+void Promise.resolve(main(process.argv.slice(2))).then((code) => {
+  process.exitCode = code;
+});
