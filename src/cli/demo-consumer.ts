@@ -208,7 +208,10 @@ async function drain(stream: AsyncGenerator<DecodedFrame>): Promise<void> {
 
 async function start(m: StartMessage): Promise<void> {
   index = m.index;
-  sets = filterSets(m.filter);
+  // A test hook (test/process/cli-demo.test.ts): this consumer checks against an empty filter,
+  // so every account it receives counts as a violation and the demo must say so.
+  const mischeck = process.env.SHMBUS_TEST_DEMO_MISCHECK === String(m.index);
+  sets = filterSets(mischeck ? { ...m.filter, pubkeys: [], owners: [] } : m.filter);
   const c = await setupShmConsumer(m.socketPath, { name: `demo consumer #${m.index}: ${m.filter.label}` });
   consumer = c;
   c.on('evicted', (e: { reason?: string }) => {

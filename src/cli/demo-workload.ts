@@ -150,8 +150,9 @@ export class Workload {
     const seq = ++this.seq;
     if (seq % SLOT_EVERY === 0) return { type: 'slot', input: { slot: ++this.slot } };
     if (seq % TRANSACTION_EVERY === 0) {
-      const v = new DataView(this.signature.buffer);
-      v.setUint32(0, seq, true);
+      this.signature[0] = seq;
+      this.signature[1] = seq >>> 8;
+      this.signature[2] = seq >>> 16;
       return {
         type: 'transaction',
         input: {
@@ -168,7 +169,12 @@ export class Workload {
     while (r >= this.cumulative[category]) category++;
     const accounts = this.byCategory[category];
     const account = accounts[Math.floor(this.random() * accounts.length)];
-    if (account.data.length >= 8) new DataView(account.data.buffer).setUint32(0, seq, true);
+    if (account.data.length >= 4) {
+      account.data[0] = seq;
+      account.data[1] = seq >>> 8;
+      account.data[2] = seq >>> 16;
+      account.data[3] = seq >>> 24;
+    }
     return {
       type: 'account',
       account,

@@ -6,7 +6,7 @@
  *   npx shmbus ls [--dir DIR] [--json]
  *   npx shmbus inspect <name> [--dir DIR] [--json]
  *   npx shmbus clean [--dir DIR] [--dry-run] [--json]
- *   npx shmbus demo [--seconds N] [--consumers K] [--rate R|max] [--json] [--no-live]
+ *   npx shmbus demo [--seconds N] [--consumers K] [--rate R|max] [--json] [--no-live] [--no-compare]
  *   npx shmbus help
  */
 import { spawnSync } from 'node:child_process';
