@@ -513,7 +513,8 @@ class Demo {
   private async live(sender: SolanaSender): Promise<PumpResult> {
     const o = this.o;
     const redraw = o.live && !o.json && process.stdout.isTTY === true;
-    let lastMetrics = sender.senderMetrics();
+    const first = sender.senderMetrics();
+    let lastMetrics = first;
     let lastAt = performance.now();
     let senderRates = { published: 0, dispatched: 0 };
     let drawn = 0;
@@ -534,7 +535,7 @@ class Demo {
       const evictions = Object.values(m.evictions).reduce((a, b) => a + b, 0);
       if (o.json) return;
       if (redraw) {
-        const lines = this.liveLines(elapsed, senderRates, m.published, evictions);
+        const lines = this.liveLines(elapsed, senderRates, m.published - first.published, evictions);
         this.out.write(`${drawn > 0 ? `\x1b[${drawn}A` : ''}${lines.map((l) => `\x1b[2K${l}\n`).join('')}`);
         drawn = lines.length;
       } else if (final || Math.floor(elapsed) > printedSecond) {
@@ -832,13 +833,13 @@ class Demo {
 }
 
 function whatNext(): string {
-  return [
-    'what next:',
-    '  README "Fan-out streaming"            the Sender / Consumer API under this demo (filters, eviction, reconnection)',
-    '  README "Solana stream (shmbus/solana)" setupSender / setupShmConsumer, as used here; examples/solana-*.mjs',
-    '  README "Benchmarks"                    npx shmbus bench: every comparison, measured properly (BENCHMARKS.md)',
-    '  README "Seeing what is in shared memory" npx shmbus ls / inspect while a sender runs',
-  ].join('\n');
+  const rows = [
+    ['README "Fan-out streaming"', 'the Sender / Consumer API under this demo: filters, eviction, reconnection'],
+    ['README "Solana stream (shmbus/solana)"', 'setupSender / setupShmConsumer as used here; examples/solana-*.mjs'],
+    ['README "Benchmarks"', 'npx shmbus bench: every comparison, measured with warm-up and repeats (BENCHMARKS.md)'],
+    ['README "Seeing what is in shared memory"', 'npx shmbus ls / inspect while a sender runs'],
+  ];
+  return ['what next:', ...table(rows, new Set()).map((l) => `  ${l}`)].join('\n');
 }
 
 /** Runs `shmbus demo`; resolves with the exit code. */
