@@ -14,10 +14,11 @@
  *   | view <- reports (fork IPC)  | <---------------- | counts it, times it (stamp -> handler) |
  *   +-----------------------------+   every 250 ms    +----------------------------------------+
  *
- * Phases: live (N s at R updates/s, or as fast as flow control allows with `max`); then, for
- * shmbus and for unix sockets (demo-uds.ts) in turn, a throughput run (as fast as flow
- * control allows) and a latency run (bursts of 5 updates every ~1 ms), over the same
- * consumer processes and the same update sequence. Flow control is the same on both sides
+ * Phases: a 0.5 s warm-up (not counted); live (N s at R updates/s, or as fast as flow control
+ * allows with `max`); then shmbus against unix sockets (demo-uds.ts): throughput runs (as fast
+ * as flow control allows) and latency runs (bursts of 5 updates every ~1 ms), two of each per
+ * transport in the order A B B A, over the same consumer processes and the same update
+ * sequence. Flow control is the same on both sides
  * (the sender pauses while some consumer's backlog is above 2 MiB, until all are below 1 MiB).
  * After each phase the demo waits until every consumer has taken what the sender delivered to
  * it and counts what is missing (must be 0) and what the consumer's queue dropped.
@@ -74,9 +75,10 @@ const REFRESH_MS = 250;
 const WARMUP_MS = 500;
 const DEFAULT_RATE = 20_000;
 const MAX_CONSUMERS = 10;
-/** Per transport in the comparison: the throughput run and the latency run. */
+/** Per transport in the comparison: the throughput runs and the latency runs (two each). */
 const COMPARE_THROUGHPUT_MS = 800;
 const COMPARE_LATENCY_MS = 500;
+const COMPARE_ORDER = ['shmbus', 'uds', 'uds', 'shmbus'] as const;
 const START_TIMEOUT_MS = 15_000;
 const DRAIN_TIMEOUT_MS = 10_000;
 
@@ -739,27 +741,41 @@ class Demo {
           'length-prefixed frames, corked per batch of 64)',
       );
     }
+    // Each transport runs twice per measure, in the order A B B A, so that a machine getting
+    // busier or quieter during the comparison does not favour the one that ran first.
+    const runs = { shmbus: [] as ConsumerSummary[][], uds: [] as ConsumerSummary[][] };
+    const seconds = { shmbus: 0, uds: 0 };
+    const latency = { shmbus: [] as ConsumerSummary[][], uds: [] as ConsumerSummary[][] };
+    const run = async (transport: Transport, phase: string, ms: number, pace: Pace, samples: boolean) => {
+      const target = transport === 'shmbus' ? shmbusTarget(sender) : udsTarget(uds);
+      await this.phase(phase, samples);
+      const start = await this.baseline(transport);
+      const t0 = performance.timeOrigin + performance.now();
+      const pumped = await pump(target, new Workload(this.pool), ms, pace, this.aborted);
+      this.check();
+      const consumers = await this.settle(transport, phase, pumped.ms, start);
+      return { consumers, seconds: (Math.max(t0, ...consumers.map((c) => c.lastAtMs)) - t0) / 1000 };
+    };
+    for (const transport of COMPARE_ORDER) {
+      const r = await run(transport, `${transport}-throughput`, COMPARE_THROUGHPUT_MS / 2, 'max', false);
+      runs[transport].push(r.consumers);
+      seconds[transport] += r.seconds;
+    }
+    for (const transport of COMPARE_ORDER) {
+      const r = await run(transport, `${transport}-latency`, COMPARE_LATENCY_MS / 2, 'bursts', true);
+      latency[transport].push(r.consumers);
+    }
     const figures = {} as Record<Transport, TransportFigures>;
     for (const transport of ['shmbus', 'uds'] as const) {
-      const target = transport === 'shmbus' ? shmbusTarget(sender) : udsTarget(uds);
-      const run = async (phase: string, ms: number, pace: Pace, samples: boolean) => {
-        await this.phase(phase, samples);
-        const start = await this.baseline(transport);
-        const t0 = performance.timeOrigin + performance.now();
-        const pumped = await pump(target, new Workload(this.pool), ms, pace, this.aborted);
-        this.check();
-        return { t0, consumers: await this.settle(transport, phase, pumped.ms, start) };
-      };
-      const tput = await run(`${transport}-throughput`, COMPARE_THROUGHPUT_MS, 'max', false);
-      const lat = await run(`${transport}-latency`, COMPARE_LATENCY_MS, 'bursts', true);
-      const both = [...tput.consumers, ...lat.consumers];
-      const received = tput.consumers.reduce((a, c) => a + c.received, 0);
-      const seconds = (Math.max(...tput.consumers.map((c) => c.lastAtMs)) - tput.t0) / 1000;
-      const samples = lat.consumers.flatMap((c) => c.samples ?? []).sort((a, b) => a - b);
+      const tput = runs[transport].flat();
+      const lat = latency[transport].flat();
+      const both = [...tput, ...lat];
+      const received = tput.reduce((a, c) => a + c.received, 0);
+      const samples = lat.flatMap((c) => c.samples ?? []).sort((a, b) => a - b);
       figures[transport] = {
         delivered: received,
-        deliveredPerSecond: seconds > 0 ? received / seconds : 0,
-        throughputSeconds: seconds,
+        deliveredPerSecond: seconds[transport] > 0 ? received / seconds[transport] : 0,
+        throughputSeconds: seconds[transport],
         latencyDeliveries: samples.length,
         p50Ns: percentile(samples, 0.5),
         p99Ns: percentile(samples, 0.99),
@@ -789,20 +805,29 @@ class Demo {
       ];
       for (const l of table(rows, new Set([1, 2, 3]))) this.say(`  ${l}`);
       this.say(
-        `  (max rate: ${COMPARE_THROUGHPUT_MS / 1000} s each, deliveries summed over the consumers; paced: bursts of ` +
-          `${BURST} updates every ~1 ms for ${COMPARE_LATENCY_MS / 1000} s, ${int(s.latencyDeliveries)} and ` +
-          `${int(u.latencyDeliveries)} deliveries; throughput above 1x and latency below 1x favour shmbus)`,
+        `  max rate: deliveries summed over the consumers, ${COMPARE_THROUGHPUT_MS / 1000} s per transport in two runs ` +
+          `(order: ${COMPARE_ORDER.map((t) => (t === 'uds' ? 'unix' : t)).join(', ')})`,
       );
       this.say(
-        '  One short run on a shared machine: expect noise. With parked consumers both sides are bound by waking ' +
-          'them; `npx shmbus bench` measures it properly (BENCHMARKS.md).',
+        `  paced: bursts of ${BURST} updates every ~1 ms, ${COMPARE_LATENCY_MS / 1000} s per transport ` +
+          `(${int(s.latencyDeliveries)} and ${int(u.latencyDeliveries)} deliveries timed)`,
       );
+      this.say('  above 1x favours shmbus for throughput, below 1x for latency');
+      this.say(
+        '  A few seconds on whatever else this machine is doing: expect noise. With parked consumers both sides are ' +
+          'bound by waking them;',
+      );
+      this.say('  `npx shmbus bench` measures it with warm-up and repeats (BENCHMARKS.md).');
     }
     return {
       consumers: o.consumers,
       filtering: 'sender-side on both (shmbus: its subscription filters; unix sockets: the same rule over Sets)',
-      throughput: `as fast as flow control allows for ${COMPARE_THROUGHPUT_MS} ms (pause above ${HIGH_WATER} B backlog)`,
-      latency: `bursts of ${BURST} updates every ~1 ms for ${COMPARE_LATENCY_MS} ms; sender stamp -> consumer handler`,
+      throughput:
+        `as fast as flow control allows (pause above ${HIGH_WATER} B backlog), ${COMPARE_THROUGHPUT_MS} ms per ` +
+        `transport in two runs, order ${COMPARE_ORDER.join(', ')}`,
+      latency:
+        `bursts of ${BURST} updates every ~1 ms, ${COMPARE_LATENCY_MS} ms per transport in two runs; ` +
+        'sender stamp -> consumer handler',
       shmbus: s,
       unixSockets: u,
       ratio,
