@@ -6,8 +6,8 @@
  * side-by-side has figures for both transports, and nothing is left behind.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -24,10 +24,19 @@ after(() => {
 /** A run of the demo normally takes 5-10 s; past this the child is killed and the test fails. */
 const DEADLINE_MS = 90_000;
 
+interface Run {
+  status: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the demo; `onStdout` sees the output so far after every chunk (with the child). */
 function demo(
   args: string[],
   env: Record<string, string> = {},
-): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  onStdout?: (stdout: string, child: ChildProcess) => void,
+): Promise<Run> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [cli, 'demo', ...args], {
       env: { ...process.env, SHMBUS_DIR: shmDir, TMPDIR: tmpDir, ...env },
@@ -37,6 +46,7 @@ function demo(
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => {
       stdout += d;
+      onStdout?.(stdout, child);
     });
     child.stderr.setEncoding('utf8').on('data', (d: string) => {
       stderr += d;
@@ -45,9 +55,9 @@ function demo(
       child.kill('SIGKILL');
       reject(new Error(`shmbus demo ${args.join(' ')}: no exit within ${DEADLINE_MS} ms\n${stdout}\n${stderr}`));
     }, DEADLINE_MS);
-    child.on('exit', (status) => {
+    child.on('exit', (status, signal) => {
       clearTimeout(timer);
-      resolve({ status, stdout, stderr });
+      resolve({ status, signal, stdout, stderr });
     });
   });
 }
@@ -168,5 +178,33 @@ test('a consumer that receives what its filter does not allow fails the demo (ex
     s.problems.some((p) => /consumer #1 received \d+ updates its filter does not allow/.test(p)),
     s.problems.join('\n'),
   );
+  assertNothingLeft();
+});
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+test('SIGTERM in the middle of the live phase stops the consumers and removes everything (exit 143)', async () => {
+  let consumers: number[] = [];
+  let signalled = false;
+  const r = await demo(['--seconds', '60', '--no-live', '--no-compare'], {}, (stdout, child) => {
+    // The first per-second line: the sender and the consumers are running.
+    if (signalled || !/^\s+[\d.]+ s {2}sender /m.test(stdout)) return;
+    signalled = true;
+    const pid = child.pid as number;
+    consumers = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+    child.kill('SIGTERM');
+  });
+  assert.equal(signalled, true, r.stdout);
+  assert.equal(r.status, 143, `${r.stdout}\n${r.stderr}`);
+  assert.match(r.stderr, /stopped by SIGTERM/);
+  assert.equal(consumers.length, 3, `children: ${consumers.join(' ')}`);
+  for (const pid of consumers) assert.equal(alive(pid), false, `consumer process ${pid} is still running`);
   assertNothingLeft();
 });
