@@ -18,10 +18,10 @@
  * allows with `max`); then shmbus against unix sockets (demo-uds.ts): throughput runs (as fast
  * as flow control allows) and latency runs (bursts of 5 updates every ~1 ms), two of each per
  * transport in the order A B B A, over the same consumer processes and the same update
- * sequence. Flow control is the same on both sides
- * (the sender pauses while some consumer's backlog is above 2 MiB, until all are below 1 MiB).
- * After each phase the demo waits until every consumer has taken what the sender delivered to
- * it and counts what is missing (must be 0) and what the consumer's queue dropped.
+ * sequence. Flow control is the same everywhere (the sender pauses while some consumer's
+ * backlog is above 2 MiB, until all are below 1 MiB). After each phase the demo waits until
+ * every consumer has taken what its sender says it sent it, and counts what is missing (must
+ * be 0) and what the consumer's queue dropped.
  *
  * Cleanup: the consumer rings and the sender's registration (shmbus's own close), the socket
  * directory under os.tmpdir(), and the consumer processes (stopped, SIGKILLed after 2 s) go
@@ -802,6 +802,7 @@ class Demo {
         ],
         ['latency p50, paced', ns(s.p50Ns), ns(u.p50Ns), `${ratio.p50.toFixed(2)}x`],
         ['latency p99, paced', ns(s.p99Ns), ns(u.p99Ns), `${ratio.p99.toFixed(2)}x`],
+        ['dropped by the consumer queues', int(s.dropped), int(u.dropped), ''],
       ];
       for (const l of table(rows, new Set([1, 2, 3]))) this.say(`  ${l}`);
       this.say(
@@ -813,6 +814,10 @@ class Demo {
           `(${int(s.latencyDeliveries)} and ${int(u.latencyDeliveries)} deliveries timed)`,
       );
       this.say('  above 1x favours shmbus for throughput, below 1x for latency');
+      this.say(
+        '  dropped: taken off the transport but pushed out of a full consumer queue (2048, oldest first) before ' +
+          'the handler got to it; not counted as delivered',
+      );
       this.say(
         '  A few seconds on whatever else this machine is doing: expect noise. With parked consumers both sides are ' +
           'bound by waking them;',
