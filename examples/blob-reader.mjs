@@ -10,6 +10,7 @@ for await (const frame of handles) {
     console.log('reader: resolved', JSON.stringify(new TextDecoder().decode(copy)));
   } else {
     const view = store.view(h); // zero-copy; the chunk is not freed while the view is held
+    if (view === null) throw new Error('the blob expired before it was read');
     console.log(`reader: viewed ${view.data.length} bytes in place, all ${view.data[0]}s`);
     view.release();
   }

@@ -10,7 +10,7 @@ for (let attempt = 0; !client; attempt++) {
     await sleep(100);
   }
 }
-const text = (bytes) => new TextDecoder().decode(bytes);
+const text = (/** @type {Uint8Array} */ bytes) => new TextDecoder().decode(bytes);
 console.log('state:', text(client.readData()), 'version', client.dataVersion); // a consistent snapshot
 const reply = await client.request(new TextEncoder().encode('bump'), { timeoutMs: 5000 });
 console.log(text(reply));

@@ -6,6 +6,7 @@ const TOKEN_PROGRAM = 'TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA';
 const sender = await setupSender({ path: '/tmp/shmbus-solana.sock', capacity: 1 << 22 });
 await once(sender.sender, 'subscribe');
 await once(sender.sender, 'subscribe'); // pubkeys/owners, then the transaction opt-in
+/** @param {string | Uint8Array} pubkey @param {number} lamports */
 const account = (pubkey, lamports) => ({
   pubkey,
   owner: TOKEN_PROGRAM,

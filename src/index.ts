@@ -31,13 +31,14 @@ export {
   type WaitOptions,
   type WaitStrategy,
 } from './channel/channel.js';
-export type { HistogramSnapshot } from './core/histogram.js';
+export type { Histogram, HistogramSnapshot } from './core/histogram.js';
 export { DIAGNOSTICS_CHANNELS } from './diagnostics.js';
 export {
   ErrorCode,
   type ErrorCodeValue,
   ShmArgumentError,
   ShmError,
+  type ShmErrorOptions,
   ShmFrameError,
   ShmSegmentError,
   ShmStateError,
@@ -53,7 +54,7 @@ export {
   type SubscribeSpec,
 } from './fanout/consumer.js';
 export type { KindMode } from './fanout/filter.js';
-export { decodeMessage, FanoutMessage } from './fanout/frame.js';
+export { type BlobResolver, decodeMessage, FanoutMessage } from './fanout/frame.js';
 export {
   type ConsumerInfo,
   type EvictReason,
@@ -62,9 +63,17 @@ export {
   type SenderMetrics,
   type SenderOptions,
 } from './fanout/sender.js';
-export { inspectSegment, listSegments, type SegmentInfo } from './inspect/inspect.js';
+export { inspectSegment, type ListOptions, listSegments, type SegmentInfo } from './inspect/inspect.js';
+export type { ChannelGeometry } from './layout/channel.js';
+export type { DaemonGeometry } from './layout/daemon.js';
 export type { SizeClass } from './layout/hub.js';
 export { LAYOUT_VERSION } from './layout/segment.js';
+export {
+  PROMETHEUS_METRICS,
+  type PromClientLike,
+  type PrometheusOptions,
+  registerPrometheusMetrics,
+} from './metrics/prometheus.js';
 export { Client, type ClientConnectOptions, type RequestOptions } from './rpc/client.js';
 export {
   Daemon,
@@ -77,6 +86,7 @@ export {
 } from './rpc/daemon.js';
 export { type CleanedFile, type CleanReport, cleanStale, type KeptFile } from './segment/clean.js';
 export { DEFAULT_DIR, FILE_PREFIX, MAX_NAME_LENGTH } from './segment/names.js';
+export type { SegmentOptions } from './segment/segment.js';
 export { Hub, type HubCreateOptions, HubMessage, HubPeer, type HubSendOptions } from './session/hub.js';
 export {
   type SendOptions as SessionSendOptions,

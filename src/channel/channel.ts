@@ -47,6 +47,11 @@ import {
   DATA_WAIT_OFFSET,
   DEFAULT_CLASS_SHARES,
   FULL_COUNT_OFFSET,
+  LATENCY_MAX_OFFSET,
+  LATENCY_P50_OFFSET,
+  LATENCY_P99_OFFSET,
+  LATENCY_SAMPLES_OFFSET,
+  LATENCY_UPDATED_MS_OFFSET,
   MAX_CAPACITY,
   MIN_CAPACITY,
   OPEN,
@@ -806,6 +811,23 @@ export class ChannelReceiver extends ChannelEnd implements AsyncIterable<Uint8Ar
     const view = this.u8.subarray(at, at + n);
     this.viewCache[slot] = view;
     return view;
+  }
+
+  /**
+   * Publishes end-to-end latency percentiles (ns) of the last window into the consumer block
+   * (layout/channel.ts), for `shmbus inspect` / `shmbus top`. Plain stores, no system call;
+   * meant for a periodic caller (the fan-out consumer's ~100 ms timer), not per frame. A
+   * closed end ignores it.
+   * @internal
+   */
+  publishLatency(p50: number, p99: number, max: number, samples: number): void {
+    if (this.closedByUs) return;
+    const f64 = this.seg.views.f64;
+    f64[LATENCY_P50_OFFSET >> 3] = p50;
+    f64[LATENCY_P99_OFFSET >> 3] = p99;
+    f64[LATENCY_MAX_OFFSET >> 3] = max;
+    f64[LATENCY_SAMPLES_OFFSET >> 3] = samples;
+    f64[LATENCY_UPDATED_MS_OFFSET >> 3] = Date.now();
   }
 
   /** True once the producer closed and every frame was received. */

@@ -5,6 +5,7 @@
  *   npx shmbus bench [--quick] [--json] [--runs N] [--filter REGEX]
  *   npx shmbus ls [--dir DIR] [--json]
  *   npx shmbus inspect <name> [--dir DIR] [--json]
+ *   npx shmbus top [--dir DIR] [--interval MS] [--once] [--json]
  *   npx shmbus clean [--dir DIR] [--dry-run] [--json]
  *   npx shmbus demo [--seconds N] [--consumers K] [--rate R|max] [--json] [--no-live] [--no-compare]
  *   npx shmbus help
@@ -13,6 +14,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { inspectSegment, listSegments, type SegmentInfo } from '../inspect/inspect.js';
+import { type Sample, sample, type TopRow, topRows } from '../inspect/top.js';
 import { cleanStale } from '../segment/clean.js';
 import { DEMO_USAGE, demo } from './demo.js';
 
@@ -26,7 +28,17 @@ commands:
         every shmbus segment of DIR (default $SHMBUS_DIR, else /dev/shm): name, kind,
         size, owner pid, alive or dead, and a summary (fill, peers, counters)
   inspect <name> [--dir DIR] [--json]
-        one segment's header, parameters and counters, decoded
+        one segment's header, parameters and counters, decoded: ring positions, fill and
+        frames in flight per priority class; a fan-out sender's consumers (filter, ring lag,
+        latency, evictions); a daemon's clients, command queues and state version; a
+        session's or hub's slots per state, owner and size class; a blob store's chunks,
+        entries, acknowledgements and ages
+  top [--dir DIR] [--interval MS] [--once] [--json]
+        every segment of DIR live, refreshed every MS (default 1000): fill, frames/s and
+        bytes/s (from counter deltas), drops (full, evictions), end-to-end latency where a
+        fan-out consumer publishes it; q or Ctrl-C quits. --once: one sample (two reads MS
+        apart) and exit; not a terminal: one plain snapshot per interval; --json: one JSON
+        document per sample
   clean [--dir DIR] [--dry-run] [--json]
         remove stale shmbus files (every process that had them is gone) from DIR
         (default $SHMBUS_DIR, else /dev/shm); reports what it removed and kept
@@ -55,7 +67,9 @@ function clean(args: string[]): number {
   }
   const verb = dryRun ? 'would remove' : 'removed';
   for (const r of report.removed)
-    process.stdout.write(`${verb} ${r.file} (${r.kind}, ${r.bytes} B, owner pid ${r.ownerPid}): ${r.reason}\n`);
+    process.stdout.write(
+      `${verb} ${r.file} (${r.kind}, ${r.bytes} B${r.ownerPid > 0 ? `, owner pid ${r.ownerPid}` : ''}): ${r.reason}\n`,
+    );
   for (const k of report.kept) process.stdout.write(`kept ${k.file}: ${k.reason}\n`);
   const bytes = report.removed.reduce((a, r) => a + r.bytes, 0);
   process.stdout.write(
@@ -178,6 +192,143 @@ function inspect(args: string[]): number {
   return 0;
 }
 
+function rateText(v: number | null, unit: string): string {
+  if (v === null) return '-';
+  if (unit === 'B') return `${human(Math.round(v))}/s`;
+  if (v >= 1e6) return `${(v / 1e6).toFixed(1)}M/s`;
+  if (v >= 1e4) return `${(v / 1e3).toFixed(1)}k/s`;
+  return `${Math.round(v)}/s`;
+}
+
+function latencyText(p50: number | null, p99: number | null): string {
+  if (p50 === null || p99 === null) return '-';
+  const t = (ns: number) => (ns >= 1e6 ? `${(ns / 1e6).toFixed(1)}ms` : `${Math.round(ns / 1e3)}us`);
+  return `${t(p50)}/${t(p99)}`;
+}
+
+/** The `top` table: a header line and one row per segment. */
+function topTable(rows: TopRow[], intervalMs: number, dir: string | undefined): string {
+  const when = new Date().toISOString().replace('T', ' ').slice(0, 19);
+  const head = `shmbus top - ${when} UTC - ${dir ?? process.env.SHMBUS_DIR ?? '/dev/shm'} - ${rows.length} segment(s), rates over ${intervalMs} ms`;
+  if (rows.length === 0) return `${head}\nno shmbus segments`;
+  const cells = [['NAME', 'KIND', 'PID', 'STATE', 'FILL', 'FRAMES/S', 'BYTES/S', 'DROPS', 'LAT p50/p99', 'PEERS']];
+  for (const r of rows)
+    cells.push([
+      r.name,
+      r.kind,
+      r.pid === 0 ? '-' : String(r.pid),
+      r.problem !== undefined ? '?' : r.alive ? 'alive' : 'dead',
+      r.fill === null ? '-' : `${Math.round(r.fill * 100)}%`,
+      rateText(r.framesPerSec, 'frames'),
+      rateText(r.bytesPerSec, 'B'),
+      r.drops === null ? '-' : String(r.drops),
+      latencyText(r.latencyP50Ns, r.latencyP99Ns),
+      r.problem ?? r.peers,
+    ]);
+  return `${head}\n${table(cells)}`;
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * `shmbus top`: samples every interval and redraws. On a terminal: the alternate screen,
+ * cleared and redrawn each time, q or Ctrl-C (or SIGINT/SIGTERM) restores the terminal and
+ * exits. Not a terminal: one plain snapshot per interval until killed. --once: two samples
+ * an interval apart, one table (or JSON document), exit.
+ */
+async function top(args: string[]): Promise<number> {
+  let dir: string | undefined;
+  let json = false;
+  let once = false;
+  let intervalMs = 1000;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === '--dir' && i + 1 < args.length) dir = args[++i];
+    else if (a === '--json') json = true;
+    else if (a === '--once') once = true;
+    else if (a === '--interval' && i + 1 < args.length) {
+      intervalMs = Number(args[++i]);
+      if (!Number.isInteger(intervalMs) || intervalMs < 10 || intervalMs > 3_600_000) {
+        process.stderr.write(
+          `shmbus top: --interval takes milliseconds in 10..3600000, got ${JSON.stringify(args[i])}\n`,
+        );
+        return 2;
+      }
+    } else {
+      process.stderr.write(`shmbus top: unknown option ${JSON.stringify(a)}\n\n${usage}`);
+      return 2;
+    }
+  }
+  const render = (previous: Sample, current: Sample): string => {
+    const rows = topRows(previous, current);
+    if (json) return JSON.stringify({ atMs: current.atMs, intervalMs: current.atMs - previous.atMs, rows });
+    return topTable(rows, current.atMs - previous.atMs, dir);
+  };
+  let previous = sample({ dir });
+  if (once) {
+    await sleep(intervalMs);
+    process.stdout.write(`${render(previous, sample({ dir }))}\n`);
+    return 0;
+  }
+  const tty = process.stdout.isTTY === true && !json;
+  let stop: (code: number) => void = () => {};
+  const stopped = new Promise<number>((resolve) => {
+    stop = resolve;
+  });
+  const restore = () => {
+    if (!tty) return;
+    // Show the cursor, leave the alternate screen, give the terminal back its line discipline.
+    process.stdout.write('\x1b[?25h\x1b[?1049l');
+    if (process.stdin.isTTY) process.stdin.setRawMode(false);
+  };
+  process.once('SIGINT', () => stop(0));
+  process.once('SIGTERM', () => stop(0));
+  process.stdout.on('error', () => stop(0)); // e.g. EPIPE: the reader went away
+  if (tty) {
+    process.stdout.write('\x1b[?1049h\x1b[?25l');
+    if (process.stdin.isTTY) {
+      process.stdin.setRawMode(true);
+      process.stdin.resume();
+      process.stdin.on('data', (key: Buffer) => {
+        // q, Q, Ctrl-C (raw mode delivers it as a byte, not as SIGINT), Ctrl-D
+        if (key.includes(0x71) || key.includes(0x51) || key.includes(0x03) || key.includes(0x04)) stop(0);
+      });
+    }
+  }
+  let last = '';
+  const draw = (text: string) => {
+    if (!tty) {
+      process.stdout.write(`${text}\n${json ? '' : '\n'}`);
+      return;
+    }
+    const width = process.stdout.columns || 200;
+    const height = process.stdout.rows || 50;
+    const lines = text.split('\n').slice(0, height - 1);
+    lines.push('q: quit');
+    process.stdout.write(`\x1b[H\x1b[2J${lines.map((l) => l.slice(0, width)).join('\r\n')}`);
+  };
+  if (tty) {
+    draw(`shmbus top - sampling for ${intervalMs} ms...`);
+    process.stdout.on('resize', () => draw(last));
+  }
+  let timer: NodeJS.Timeout | null = null;
+  const tick = () => {
+    const current = sample({ dir });
+    last = render(previous, current);
+    previous = current;
+    draw(last);
+    timer = setTimeout(tick, intervalMs);
+  };
+  timer = setTimeout(tick, intervalMs);
+  try {
+    return await stopped;
+  } finally {
+    if (timer !== null) clearTimeout(timer);
+    restore();
+    process.stdin.pause();
+  }
+}
+
 /** The benchmark package ships in the repository (bench/), not in the published library. */
 function runBench(args: string[]): number {
   const script = fileURLToPath(new URL('../../../bench/run.mjs', import.meta.url));
@@ -204,6 +355,8 @@ function main(argv: string[]): number | Promise<number> {
       return ls(rest);
     case 'inspect':
       return inspect(rest);
+    case 'top':
+      return top(rest);
     case 'demo':
       return demo(rest);
     case undefined:
@@ -218,6 +371,15 @@ function main(argv: string[]): number | Promise<number> {
   }
 }
 
-void Promise.resolve(main(process.argv.slice(2))).then((code) => {
-  process.exitCode = code;
-});
+const code = main(process.argv.slice(2));
+if (typeof code === 'number') process.exitCode = code;
+else
+  code.then(
+    (c) => {
+      process.exitCode = c;
+    },
+    (err) => {
+      process.stderr.write(`shmbus: ${(err as Error).stack ?? err}\n`);
+      process.exitCode = 1;
+    },
+  );

@@ -82,6 +82,41 @@ export class Histogram {
     };
   }
 
+  /** Buckets a window baseline (windowPercentiles) needs. */
+  static get bucketCount(): number {
+    return (MAX_EXPONENT + 1) * SUB;
+  }
+
+  /**
+   * Percentiles of the values recorded since the previous call with the same `baseline`
+   * (a Float64Array of Histogram.bucketCount, zero at first), written into `out` in the order
+   * of `qs`; the baseline then catches up. Returns how many values the window holds (0: `out`
+   * untouched). Each is a bucket's lower bound (within ~6 %), clamped to the all-time
+   * [min, max]. Walks every bucket (~1300): for a periodic publication, not per value.
+   * Allocates nothing.
+   */
+  windowPercentiles(baseline: Float64Array, qs: readonly number[], out: Float64Array): number {
+    const counts = this.counts;
+    let total = 0;
+    for (let i = 0; i < counts.length; i++) total += counts[i] - baseline[i];
+    if (total <= 0) {
+      if (total < 0) baseline.set(counts); // reset() since the last window
+      return 0;
+    }
+    let q = 0;
+    let seen = 0;
+    for (let i = 0; i < counts.length && q < qs.length; i++) {
+      seen += counts[i] - baseline[i];
+      while (q < qs.length && seen >= Math.max(1, Math.ceil(qs[q] * total))) {
+        out[q] = Math.min(this.max, Math.max(this.min, Histogram.lowerBound(i)));
+        q++;
+      }
+    }
+    for (; q < qs.length; q++) out[q] = this.max;
+    baseline.set(counts);
+    return total;
+  }
+
   reset(): void {
     this.counts.fill(0);
     this.count = 0;

@@ -283,6 +283,11 @@ async function handshake(path: string, name: string, timeoutMs: number, maxFrame
   }
 }
 
+/** How often a consumer publishes its latency percentiles into its ring's consumer block. */
+const LATENCY_PUBLISH_MS = 100;
+/** p50, p99, max (a quantile of 1 is the window's largest bucket). */
+const LATENCY_QUANTILES = [0.5, 0.99, 1] as const;
+
 export class Consumer<T = FanoutMessage> extends EventEmitter implements AsyncIterable<T> {
   private readonly rings: RingEntry[] = [];
   private link: Link | null = null;
@@ -297,6 +302,10 @@ export class Consumer<T = FanoutMessage> extends EventEmitter implements AsyncIt
   private consumerIdValue = 0;
   private pumping = false;
   private readonly histogram = new Histogram();
+  /** The histogram's counts at the last latency publication (the window's start). */
+  private readonly latencyBaseline = new Float64Array(Histogram.bucketCount);
+  private readonly latencyOut = new Float64Array(3);
+  private latencyTimer: NodeJS.Timeout | null = null;
   private readonly counts = { received: 0, bytes: 0, rejected: 0, reconnects: 0 };
   private readonly decode: (frame: Uint8Array) => T;
   /** The sender's blob store as READY named it, attached on the first blob frame. */
@@ -396,6 +405,10 @@ export class Consumer<T = FanoutMessage> extends EventEmitter implements AsyncIt
     }
     this.stateName = 'connected';
     this.notify();
+    if (this.latencyTimer === null) {
+      this.latencyTimer = setInterval(() => this.publishLatency(), LATENCY_PUBLISH_MS);
+      this.latencyTimer.unref();
+    }
     if (this.keys.size + this.groups.size + this.kinds.size > 0)
       await this.request(Tag.SUBSCRIBE, {
         kinds: [...this.kinds],
@@ -659,6 +672,20 @@ export class Consumer<T = FanoutMessage> extends EventEmitter implements AsyncIt
     return m;
   }
 
+  /** Writes the last window's latency percentiles into the current ring's consumer block (for tools). */
+  private publishLatency(): void {
+    const ring = this.link?.ring ?? this.rings[this.rings.length - 1];
+    if (ring === undefined) return;
+    const out = this.latencyOut;
+    const samples = this.histogram.windowPercentiles(this.latencyBaseline, LATENCY_QUANTILES, out);
+    if (samples === 0) return;
+    try {
+      ring.rx.publishLatency(out[0], out[1], out[2], samples);
+    } catch {
+      // The ring was just closed: nothing to publish into.
+    }
+  }
+
   private static ended(err: unknown): boolean {
     const code = (err as { code?: string }).code;
     return code === ErrorCode.PEER_DEAD || code === ErrorCode.CLOSED;
@@ -765,6 +792,8 @@ export class Consumer<T = FanoutMessage> extends EventEmitter implements AsyncIt
     if (this.terminal === 'closed') return;
     this.terminal = 'closed';
     this.stateName = 'closed';
+    if (this.latencyTimer !== null) clearInterval(this.latencyTimer);
+    this.latencyTimer = null;
     const link = this.link;
     this.link = null;
     if (link !== null) {

@@ -20,6 +20,11 @@
  * was applied), 'evicted', 'disconnect' (each with a ConsumerInfo), 'protocolError',
  * 'sourceError' (an attached source threw).
  *
+ * Observability: the counters, the kind modes and a table of the consumers (identity, filter
+ * summary, deliveries, eviction reason) live in the registration segment `sender.<hash>`
+ * (layout/sender.ts, fanout/consumer-table.ts), so `shmbus inspect` / `shmbus top` read them
+ * without asking the sender; each consumer publishes its latency into its ring.
+ *
  * Control protocol and frame layouts: src/layout/fanout.ts, docs/LAYOUT.md.
  * One thread: publish() and the control plane run on the sender's event loop.
  */
@@ -46,26 +51,33 @@ import { MAX_CAPACITY, MIN_CAPACITY } from '../layout/channel.js';
 import { BLOB_REF_LENGTH, MAX_CONTROL_FRAME, MAX_KEY_LENGTH, Tag } from '../layout/fanout.js';
 import { Kind } from '../layout/segment.js';
 import {
+  CONSUMER_TABLE_OFFSET,
   COUNTER_COUNT,
   COUNTERS_OFFSET,
   Counter,
+  KIND_MODE_CODES,
+  KIND_MODES_OFFSET,
   MAX_CONSUMERS_OFFSET,
   RING_CAPACITY_OFFSET,
   SENDER_PARAMS_LENGTH,
   SENDER_PROTOCOL_OFFSET,
   SENDER_PROTOCOL_VERSION,
-  SENDER_SEGMENT_LENGTH,
   SOCKET_MODE_OFFSET,
   SOCKET_PATH_LENGTH_OFFSET,
   SOCKET_PATH_OFFSET,
   SOCKET_PATH_ROOM,
   senderCounters,
+  senderSegmentLength,
   senderSegmentName,
+  TABLE_OFFSET_OFFSET,
+  TABLE_SLOTS_OFFSET,
+  tableSlotsFor,
 } from '../layout/sender.js';
 import { native } from '../native/binding.js';
 import { cleanStale } from '../segment/clean.js';
 import { segmentDir } from '../segment/names.js';
 import { Segment } from '../segment/segment.js';
+import { ConsumerTable } from './consumer-table.js';
 import {
   ControlReader,
   ControlSplitter,
@@ -183,8 +195,10 @@ class Connection {
   eventFd = -1;
   name = '';
   lastSeen = Date.now();
-  delivered = 0;
-  bytes = 0;
+  /** Its consumer table entry in the registration segment (-1: none, more consumers than entries). */
+  slot = -1;
+  /** [delivered, bytes]: its table entry's counters in the mapping, or a private pair without an entry. */
+  stats: Float64Array<ArrayBufferLike> = new Float64Array(2);
   constructor(
     readonly id: number,
     readonly socket: net.Socket,
@@ -219,12 +233,15 @@ export class Sender extends EventEmitter {
   private readonly registration: Segment;
   /** The counters (Counter indexes), in the registration segment: plain stores, read by tools. */
   private c: Float64Array;
+  /** Who is connected, their filters and what they got, in the registration segment. */
+  private readonly table: ConsumerTable;
 
   private constructor(server: net.Server, options: SenderOptions, registration: Segment) {
     super();
     this.server = server;
     this.registration = registration;
     this.c = new Float64Array(registration.views.buffer, COUNTERS_OFFSET, COUNTER_COUNT);
+    this.table = new ConsumerTable(registration.views, tableSlotsFor(options.maxConsumers ?? 16));
     this.options = {
       path: options.path,
       socketMode: options.socketMode ?? 0o600,
@@ -399,6 +416,12 @@ export class Sender extends EventEmitter {
             return;
           }
         } else conn.filter.remove(delta);
+        if (conn.slot >= 0)
+          this.table.setFilter(conn.slot, {
+            keys: conn.filter.keys.size,
+            groups: conn.filter.groups.size,
+            kinds: conn.filter.kinds,
+          });
         this.write(conn, new ControlWriter(Tag.ACK).u32(requestId).finish());
         this.emit(r.tag === Tag.SUBSCRIBE ? 'subscribe' : 'unsubscribe', this.info(conn));
         return;
@@ -451,6 +474,17 @@ export class Sender extends EventEmitter {
     conn.ring = ring;
     conn.eventFd = eventFd;
     conn.state = 'ready';
+    conn.slot = this.table.claim();
+    if (conn.slot >= 0) {
+      this.table.open(conn.slot, {
+        consumerId: conn.id,
+        pid: conn.pid,
+        uid: conn.uid,
+        name: conn.name,
+        ring: ringName,
+      });
+      conn.stats = this.table.stats(conn.slot);
+    }
     this.live = [...this.live, conn];
     this.c[Counter.CONSUMERS] = this.live.length;
     this.emit('consumer', this.info(conn));
@@ -485,6 +519,11 @@ export class Sender extends EventEmitter {
     const wasReady = conn.state === 'ready';
     this.c[EVICTED_COUNTER[reason]]++;
     const info = this.info(conn);
+    if (wasReady && conn.slot >= 0) {
+      this.table.end(conn.slot, reason);
+      conn.slot = -1;
+      conn.stats = Float64Array.from(conn.stats);
+    }
     const frame = new ControlWriter(Tag.EVICTED).string(reason).string(message).finish();
     if (!conn.socket.destroyed) conn.socket.end(frame);
     this.release(conn);
@@ -538,6 +577,11 @@ export class Sender extends EventEmitter {
   private release(conn: Connection): void {
     if (conn.state === 'gone') return;
     conn.state = 'gone';
+    if (conn.slot >= 0) {
+      this.table.end(conn.slot, null);
+      conn.slot = -1;
+      conn.stats = Float64Array.from(conn.stats);
+    }
     if (this.live.includes(conn)) {
       this.live = this.live.filter((c) => c !== conn);
       this.c[Counter.CONSUMERS] = this.live.length;
@@ -656,8 +700,9 @@ export class Sender extends EventEmitter {
       sent = false;
     }
     if (sent) {
-      conn.delivered++;
-      conn.bytes += frame.length;
+      const stats = conn.stats;
+      stats[0]++;
+      stats[1] += frame.length;
     }
     return sent;
   }
@@ -750,8 +795,8 @@ export class Sender extends EventEmitter {
       uid: conn.uid,
       name: conn.name,
       ring: conn.ring?.name ?? '',
-      delivered: conn.delivered,
-      bytes: conn.bytes,
+      delivered: conn.stats[0],
+      bytes: conn.stats[1],
       ringFill,
       keys: conn.filter.keys.size,
       groups: conn.filter.groups.size,
@@ -824,10 +869,11 @@ function register(path: string, options: SenderOptions): Segment {
       `the socket's absolute path ${absolute} is ${bytes.length} bytes (at most ${SOCKET_PATH_ROOM - 1})`,
     );
   const name = senderSegmentName(createHash('sha256').update(absolute).digest('hex'));
+  const slots = tableSlotsFor(options.maxConsumers ?? 16);
   return Segment.create(
     name,
     Kind.SENDER,
-    SENDER_SEGMENT_LENGTH,
+    senderSegmentLength(slots),
     SENDER_PARAMS_LENGTH,
     ({ dv, u8 }) => {
       dv.setUint32(SENDER_PROTOCOL_OFFSET, SENDER_PROTOCOL_VERSION, true);
@@ -835,7 +881,13 @@ function register(path: string, options: SenderOptions): Segment {
       dv.setUint32(SOCKET_MODE_OFFSET, options.socketMode ?? 0o600, true);
       dv.setUint32(MAX_CONSUMERS_OFFSET, options.maxConsumers ?? 16, true);
       dv.setUint32(RING_CAPACITY_OFFSET, options.capacity ?? 32 * 1024 * 1024, true);
+      dv.setUint32(TABLE_SLOTS_OFFSET, slots, true);
+      dv.setUint32(TABLE_OFFSET_OFFSET, CONSUMER_TABLE_OFFSET, true);
       u8.set(bytes, SOCKET_PATH_OFFSET);
+      for (const [kind, mode] of Object.entries(options.kinds ?? {})) {
+        const k = Number(kind);
+        u8[KIND_MODES_OFFSET + (k >> 2)] |= KIND_MODE_CODES.indexOf(mode) << (2 * (k & 3));
+      }
     },
     { dir: options.dir, mode: options.socketMode ?? 0o600 },
   );

@@ -15,6 +15,9 @@
  *    +0 headPosition[3] u32
  *    +12 closed i32  +16 pid u32  +20 attachCount i32
  *    +24 receivedFrames f64 +32 receivedBytes f64
+ *    +40 latency, published by a fan-out consumer about every 100 ms (0 otherwise): p50 f64
+ *    +48 p99 f64 +56 max f64 (ns, over the frames of that window) +64 samples f64 (in it)
+ *    +72 updatedMs f64 (Date.now() of the publication; 0: never)
  *  384 DATA_WAIT block (128 B): the consumer parks here
  *    +0 sleeping i32  +4 seq i32 (futex word)
  *  512 SPACE_WAIT block (128 B): the producer parks here
@@ -68,6 +71,17 @@ export const CONSUMER_PID_OFFSET = CONSUMER_CLOSED_OFFSET + 4;
 export const ATTACH_COUNT_OFFSET = CONSUMER_PID_OFFSET + 4;
 export const RECEIVED_FRAMES_OFFSET = ATTACH_COUNT_OFFSET + 4;
 export const RECEIVED_BYTES_OFFSET = RECEIVED_FRAMES_OFFSET + 8;
+/**
+ * End-to-end latency of the frames received (sender stamp to decoding), as percentiles over
+ * the last window, written by the consumer off its hot path (fan-out consumers: a timer,
+ * about every 100 ms while frames arrive). Plain f64 stores: a reader may pair fields of two
+ * consecutive windows. Zero in a channel nobody measures (the field was spare before).
+ */
+export const LATENCY_P50_OFFSET = RECEIVED_BYTES_OFFSET + 8;
+export const LATENCY_P99_OFFSET = LATENCY_P50_OFFSET + 8;
+export const LATENCY_MAX_OFFSET = LATENCY_P99_OFFSET + 8;
+export const LATENCY_SAMPLES_OFFSET = LATENCY_MAX_OFFSET + 8;
+export const LATENCY_UPDATED_MS_OFFSET = LATENCY_SAMPLES_OFFSET + 8;
 
 export const DATA_WAIT_OFFSET = CONSUMER_BLOCK_OFFSET + BLOCK_LENGTH;
 export const SPACE_WAIT_OFFSET = DATA_WAIT_OFFSET + BLOCK_LENGTH;

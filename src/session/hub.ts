@@ -85,6 +85,7 @@ export interface HubSendOptions extends WaitOptions {
 /** A received message; `data` is valid until release(). */
 export class HubMessage {
   private view: Uint8Array | null;
+  /** @internal Made by recv()/tryRecv(), never by callers. */
   constructor(
     private readonly end: Endpoint,
     /** The sending peer (on the host), or -1 (the host, on a peer). */

@@ -74,7 +74,8 @@ export interface SolanaSenderConfig {
   compress?: boolean;
 }
 
-type Source<T> = AsyncIterable<T> | EventEmitter;
+/** Where setupSender() takes updates from: an async iterable, or an EventEmitter emitting 'message'. */
+export type Source<T> = AsyncIterable<T> | EventEmitter;
 
 /** Streams to publish from (async iterables, or EventEmitters emitting 'message'). */
 export interface SolanaSources {

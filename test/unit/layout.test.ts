@@ -2,9 +2,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { BlobHandle } from '../../src/blob/handle.js';
+import { ConsumerTable } from '../../src/fanout/consumer-table.js';
 import * as blob from '../../src/layout/blob.js';
 import * as ch from '../../src/layout/channel.js';
 import * as seg from '../../src/layout/segment.js';
+import * as sender from '../../src/layout/sender.js';
 
 test('the segment header offsets are those of docs/LAYOUT.md', () => {
   assert.deepEqual(
@@ -153,4 +155,102 @@ test('a blob handle is 24 little-endian bytes and reads back equal', () => {
   assert.equal(dv.getUint32(20, true) * 2 ** 32 + dv.getUint32(16, true), 1_795_000_000_123);
   assert.deepEqual({ ...BlobHandle.fromBytes(bytes) }, { ...h });
   assert.throws(() => BlobHandle.fromBytes(bytes.subarray(1)), { code: 'SHM_ERR_INVALID_ARGUMENT' });
+});
+
+test('the channel consumer block’s latency fields follow the received counters, inside the block', () => {
+  assert.deepEqual(
+    [
+      ch.LATENCY_P50_OFFSET,
+      ch.LATENCY_P99_OFFSET,
+      ch.LATENCY_MAX_OFFSET,
+      ch.LATENCY_SAMPLES_OFFSET,
+      ch.LATENCY_UPDATED_MS_OFFSET,
+    ],
+    [296, 304, 312, 320, 328],
+  );
+  assert.ok(ch.LATENCY_UPDATED_MS_OFFSET + 8 <= ch.CONSUMER_BLOCK_OFFSET + 128);
+});
+
+test('the fan-out sender registration offsets are those of docs/LAYOUT.md', () => {
+  assert.deepEqual(
+    [
+      sender.SENDER_PROTOCOL_VERSION,
+      sender.SENDER_PROTOCOL_OFFSET,
+      sender.RING_CAPACITY_OFFSET,
+      sender.TABLE_SLOTS_OFFSET,
+      sender.TABLE_OFFSET_OFFSET,
+      sender.SOCKET_PATH_OFFSET,
+      sender.COUNTERS_OFFSET,
+      sender.SENDER_SEGMENT_LENGTH,
+      sender.KIND_MODES_OFFSET,
+      sender.CONSUMER_TABLE_OFFSET,
+      sender.TABLE_ENTRY_LENGTH,
+    ],
+    [2, 64, 80, 84, 88, 128, 256, 384, 384, 512, 256],
+  );
+  assert.deepEqual(
+    [
+      sender.ENTRY_SEQ_OFFSET,
+      sender.ENTRY_STATE_OFFSET,
+      sender.ENTRY_CONSUMER_ID_OFFSET,
+      sender.ENTRY_PID_OFFSET,
+      sender.ENTRY_UID_OFFSET,
+      sender.ENTRY_REASON_OFFSET,
+      sender.ENTRY_KEYS_OFFSET,
+      sender.ENTRY_GROUPS_OFFSET,
+      sender.ENTRY_KIND_COUNT_OFFSET,
+      sender.ENTRY_RING_NAME_LENGTH_OFFSET,
+      sender.ENTRY_NAME_LENGTH_OFFSET,
+      sender.ENTRY_CONNECTED_MS_OFFSET,
+      sender.ENTRY_ENDED_MS_OFFSET,
+      sender.ENTRY_DELIVERED_OFFSET,
+      sender.ENTRY_DELIVERED_BYTES_OFFSET,
+      sender.ENTRY_KINDS_OFFSET,
+      sender.ENTRY_RING_NAME_OFFSET,
+      sender.ENTRY_NAME_OFFSET,
+      sender.ENTRY_NAME_ROOM,
+    ],
+    [0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 48, 56, 64, 72, 80, 112, 160, 96],
+  );
+  assert.equal(sender.senderSegmentLength(16), 512 + 16 * 256);
+  assert.equal(sender.tableSlotsFor(10_000), sender.MAX_TABLE_SLOTS);
+});
+
+test('a consumer table entry reads back through its seqlock, and an entry being rewritten is not taken', () => {
+  const slots = 2;
+  const buffer = new SharedArrayBuffer(sender.senderSegmentLength(slots));
+  const views = {
+    buffer,
+    u8: new Uint8Array(buffer),
+    i32: new Int32Array(buffer),
+    f64: new Float64Array(buffer),
+    dv: new DataView(buffer),
+  };
+  const sut = new ConsumerTable(views, slots);
+  assert.equal(sender.readConsumerEntry(views.dv, views.i32, 0), null, 'a FREE entry');
+  const slot = sut.claim();
+  assert.equal(slot, 0);
+  sut.open(slot, { consumerId: 7, pid: 1234, uid: 1000, name: 'ticker-é'.repeat(20), ring: 'fanout-1-7-abcd' });
+  sut.setFilter(slot, { keys: 3, groups: 1, kinds: [9, 200] });
+  const stats = sut.stats(slot);
+  stats[0] += 5;
+  stats[1] += 500;
+  const e = sender.readConsumerEntry(views.dv, views.i32, slot);
+  assert.ok(e !== null);
+  assert.deepEqual(
+    [e.state, e.consumerId, e.pid, e.uid, e.ring, e.keys, e.groups, e.kinds, e.delivered, e.deliveredBytes],
+    ['live', 7, 1234, 1000, 'fanout-1-7-abcd', 3, 1, [9, 200], 5, 500],
+  );
+  assert.ok(e.name.startsWith('ticker-é') && new TextEncoder().encode(e.name).length <= sender.ENTRY_NAME_ROOM);
+  assert.ok(!e.name.includes('\ufffd'), 'the name is cut on a character boundary');
+  assert.equal(sut.claim(), 1, 'a LIVE entry is not reused');
+  sut.end(slot, 'ring-full');
+  const ended = sender.readConsumerEntry(views.dv, views.i32, slot);
+  assert.deepEqual([ended?.state, ended?.evictReason], ['evicted', 'ring-full']);
+  // A writer in the middle of a rewrite leaves the sequence odd: the reader does not take it.
+  const seqIndex = (sender.CONSUMER_TABLE_OFFSET + sender.ENTRY_SEQ_OFFSET) >> 2;
+  Atomics.add(views.i32, seqIndex, 1);
+  assert.equal(sender.readConsumerEntry(views.dv, views.i32, slot), null);
+  Atomics.add(views.i32, seqIndex, 1);
+  assert.equal(sender.readConsumerEntry(views.dv, views.i32, slot)?.state, 'evicted');
 });
