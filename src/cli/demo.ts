@@ -867,7 +867,7 @@ function whatNext(): string {
     ['README "Fan-out streaming"', 'the Sender / Consumer API under this demo: filters, eviction, reconnection'],
     ['README "Solana stream (shmbus/solana)"', 'setupSender / setupShmConsumer as used here; examples/solana-*.mjs'],
     ['README "Benchmarks"', 'npx shmbus bench: every comparison, measured with warm-up and repeats (BENCHMARKS.md)'],
-    ['README "Seeing what is in shared memory"', 'npx shmbus ls / inspect while a sender runs'],
+    ['README "Seeing what is in shared memory"', 'npx shmbus top (or ls, inspect) in another terminal while this runs'],
   ];
   return ['what next:', ...table(rows, new Set()).map((l) => `  ${l}`)].join('\n');
 }
