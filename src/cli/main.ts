@@ -7,6 +7,7 @@
  *   npx shmbus inspect <name> [--dir DIR] [--json]
  *   npx shmbus top [--dir DIR] [--interval MS] [--once] [--json]
  *   npx shmbus clean [--dir DIR] [--dry-run] [--json]
+ *   npx shmbus demo [--seconds N] [--consumers K] [--rate R|max] [--json] [--no-live] [--no-compare]
  *   npx shmbus help
  */
 import { spawnSync } from 'node:child_process';
@@ -15,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { inspectSegment, listSegments, type SegmentInfo } from '../inspect/inspect.js';
 import { type Sample, sample, type TopRow, topRows } from '../inspect/top.js';
 import { cleanStale } from '../segment/clean.js';
+import { DEMO_USAGE, demo } from './demo.js';
 
 const usage = `usage: shmbus <command> [options]
 
@@ -40,6 +42,7 @@ commands:
   clean [--dir DIR] [--dry-run] [--json]
         remove stale shmbus files (every process that had them is gone) from DIR
         (default $SHMBUS_DIR, else /dev/shm); reports what it removed and kept
+${DEMO_USAGE}
   help  this text
 `;
 
@@ -354,6 +357,8 @@ function main(argv: string[]): number | Promise<number> {
       return inspect(rest);
     case 'top':
       return top(rest);
+    case 'demo':
+      return demo(rest);
     case undefined:
     case 'help':
     case '--help':
