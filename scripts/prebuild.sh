@@ -12,7 +12,8 @@
 # build/ (which the loader prefers) is left alone. A target whose toolchain is missing is
 # skipped and named at the end; SHMBUS_PREBUILD_ALL=1 makes that an error (for releases).
 # linux-arm64-musl needs an aarch64 musl toolchain (none in Debian): build it on an arm64
-# Alpine host with `npx prebuildify --napi --strip --tag-libc`.
+# Alpine host with `npx prebuildify --napi --strip --tag-libc` and copy the file into
+# prebuilds/linux-arm64/ before packing: binaries not built here are kept (and listed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -58,12 +59,22 @@ else
   skipped+=("linux-arm64-glibc (no aarch64-linux-gnu-gcc/g++: apt-get install gcc-aarch64-linux-gnu g++-aarch64-linux-gnu)")
 fi
 
-rm -rf prebuilds
-cp -r "$scratch/prebuilds" prebuilds
+# Replace what was built here; keep binaries made elsewhere (e.g. linux-arm64 musl, copied into
+# prebuilds/ before `npm pack`), and list them so a stale one is seen.
+mkdir -p prebuilds
+cp -r "$scratch/prebuilds/." prebuilds/
 echo "prebuilds: built ${built[*]}"
+while IFS= read -r kept; do
+  [[ -e "$scratch/$kept" ]] || echo "prebuilds: kept, not built here: $kept"
+done < <(find prebuilds -name '*.node' | sort)
 for s in "${skipped[@]}"; do echo "prebuilds: skipped $s"; done
 echo "prebuilds: not made here: linux-arm64-musl (no aarch64 musl toolchain in Debian)"
 find prebuilds -name '*.node' -exec file {} +
+# A glibc binary loads only where glibc is at least the newest symbol version it references.
+for f in prebuilds/*/*.glibc.node; do
+  need=$(readelf -V --wide "$f" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
+  echo "prebuilds: $f needs ${need/GLIBC_/glibc >= }"
+done
 # The musl binary cannot be loaded here (no musl node), but musl's dynamic linker can list what it
 # leaves unresolved: only node's own napi_*/uv_* symbols may remain (node provides them at load).
 musl_ldso=/lib/ld-musl-x86_64.so.1
