@@ -8,6 +8,8 @@
 #     loading the prebuilt addon for this platform;
 #   - a cross-process round trip: an ES module producer and a CommonJS consumer (test/pack/);
 #   - `npx shmbus ls` from the installed package, listing a channel that another process holds;
+#   - a TypeScript consumer type-checks against the installed declarations: CommonJS and ESM
+#     under node16 resolution, and CommonJS under node10 without esModuleInterop;
 #   - publint and @arethetypeswrong/cli on the tarball.
 # SHMBUS_PACK_TEST_ARM64_NODE="qemu-aarch64 -L SYSROOT SYSROOT/usr/bin/node" adds the CommonJS and
 # cross-process checks under an arm64 node (see README, "How the prebuilt binaries are made").
@@ -141,6 +143,42 @@ if [[ -n ${SHMBUS_PACK_TEST_ARM64_NODE:-} ]]; then
   step "arm64: cross-process round trip"
   round_trip "${arm64_node[@]}"
 fi
+
+step "TypeScript consumers type-check against the installed declarations (skipLibCheck off)"
+mkdir -p "$app/ts"
+cat >"$app/ts/consumer.ts" <<'TS'
+import { Channel, ShmError } from 'shmbus';
+import { encodeBase58 } from 'shmbus/solana';
+
+export function sendOnce(name: string, bytes: Uint8Array): boolean {
+  const tx = Channel.create(name, { capacity: 1 << 12 });
+  try {
+    return tx.trySend(bytes);
+  } finally {
+    tx.close();
+  }
+}
+export const isShmError = (err: unknown): err is ShmError => err instanceof ShmError;
+export const key: string = encodeBase58(new Uint8Array(32));
+TS
+cp "$app/ts/consumer.ts" "$app/ts/consumer.cts"
+cp "$app/ts/consumer.ts" "$app/ts/consumer.mts"
+# tsc_check <name> <compilerOptions (JSON members)> <file...>
+tsc_check() {
+  local name=$1 options=$2
+  shift 2
+  local files
+  files=$(printf '"%s",' "$@")
+  cat >"$app/tsconfig.$name.json" <<JSON
+{ "compilerOptions": { $options, "strict": true, "noEmit": true, "skipLibCheck": false,
+    "types": ["node"], "typeRoots": ["$repo/node_modules/@types"] },
+  "files": [${files%,}] }
+JSON
+  (cd "$app" && "$repo/node_modules/.bin/tsc" -p "tsconfig.$name.json") || fail "a TypeScript consumer ($name) does not type-check"
+  echo "   $name: $* type-check"
+}
+tsc_check node16 '"module": "node16"' ts/consumer.cts ts/consumer.mts
+tsc_check node10 '"module": "commonjs", "moduleResolution": "node10"' ts/consumer.ts
 
 step "publint"
 npx publint run "$tarball" --strict
