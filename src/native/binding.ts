@@ -218,6 +218,8 @@ const ADDON_FILE = 'shmbus.node';
  * The C library this node process runs on: the ELF interpreter named in the node binary's
  * program headers (PT_INTERP, within its first page) is ld-musl-* or ld-linux-*. A binary
  * without one (statically linked) falls back to process.report, which only glibc builds fill.
+ * Any thread; reads 4 KiB of the node binary synchronously (about 1 ms; process.report takes
+ * 10-40 ms). Called by the loader only when it reaches prebuilds/, and for its error message.
  */
 export function libcFlavor(): 'glibc' | 'musl' {
   const head = Buffer.alloc(4096);
