@@ -20,7 +20,7 @@
  *   and hub slots of a dead peer, blob-store chunks a killed process left half-created,
  *   half-freed or activated without moving the head.
  */
-import diagnostics_channel from 'node:diagnostics_channel';
+import * as diagnostics_channel from 'node:diagnostics_channel';
 
 export const diagnostics = {
   peerConnected: diagnostics_channel.channel('shmbus:peer-connected'),

@@ -41,8 +41,8 @@
  * a declared length no block of that size can reach is refused before anything is allocated.
  */
 
-import { createRequire } from 'node:module';
 import { ErrorCode, ShmFrameError, ShmSystemError } from '../errors.js';
+import { packageRequire } from '../native/package-root.js';
 
 /** Payloads shorter than this (500 KiB) are always sent raw. */
 export const COMPRESS_MIN_BYTES = 512_000;
@@ -69,7 +69,7 @@ let codec: Lz4Napi | undefined;
 function lz4(): Lz4Napi {
   if (codec !== undefined) return codec;
   try {
-    codec = createRequire(import.meta.url)('lz4-napi') as Lz4Napi;
+    codec = packageRequire()('lz4-napi') as Lz4Napi;
   } catch (err) {
     const tuple = `${process.platform}-${process.arch} node ${process.versions.node}`;
     throw new ShmSystemError(

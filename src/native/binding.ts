@@ -1,6 +1,7 @@
 /**
- * The ONE module that loads the native addon (native/shmbus.c, built by node-gyp on
- * `npm install`) and declares its typed contract. Nothing else imports the .node binary.
+ * The ONE module that loads the native addon (native/shmbus.c: a prebuilt binary shipped in the
+ * npm package, else built by node-gyp on `npm install`; see load()) and declares its typed
+ * contract. Nothing else imports the .node binary.
  *
  * The addon is a thin syscall layer: files in /dev/shm, mmap, futex, a futex waiter thread
  * that resolves into the event loop, eventfd + uv_poll, OFD byte-range locks, unix-domain
@@ -13,7 +14,9 @@
  * `syscall` and, where a path is involved, `path`. The TypeScript layer wraps them in
  * ShmError subclasses and keeps the original as `cause`.
  */
-import { createRequire } from 'node:module';
+import { closeSync, existsSync, openSync, readdirSync, readSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { packageRequire, packageRoot } from './package-root.js';
 
 /** Opaque handle of one mapping (an N-API external). */
 export interface MappingHandle {
@@ -208,25 +211,122 @@ export interface NativeBinding {
   constants(): Record<string, number>;
 }
 
-const require = createRequire(import.meta.url);
+/** The addon's file name under build/ (binding.gyp's target_name). */
+const ADDON_FILE = 'shmbus.node';
 
+/**
+ * The C library this node process runs on: the ELF interpreter named in the node binary's
+ * program headers (PT_INTERP, within its first page) is ld-musl-* or ld-linux-*. A binary
+ * without one (statically linked) falls back to process.report, which only glibc builds fill.
+ * Any thread; reads 4 KiB of the node binary synchronously (about 1 ms; process.report takes
+ * 10-40 ms). Called by the loader only when it reaches prebuilds/, and for its error message.
+ */
+export function libcFlavor(): 'glibc' | 'musl' {
+  const head = Buffer.alloc(4096);
+  let fd: number | undefined;
+  try {
+    fd = openSync(process.execPath, 'r');
+    readSync(fd, head, 0, head.length, 0);
+  } catch {
+    // unreadable binary: leave the page zeroed and ask process.report below
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+  const text = head.toString('latin1');
+  if (text.includes('/ld-musl-')) return 'musl';
+  if (text.includes('/ld-linux')) return 'glibc';
+  const report = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined;
+  const header = report?.header;
+  return header?.glibcVersionRuntime !== undefined ? 'glibc' : 'musl';
+}
+
+/**
+ * The prebuilt binaries in `dir` that fit this process, best first, named as prebuildify names
+ * them and node-gyp-build picks them: `<name>[.abi<N>|.napi][.glibc|.musl].node`. A libc tag
+ * must match; an abi tag must equal process.versions.modules; untagged files fit anything.
+ */
+function prebuildsFor(dir: string, libc: string): string[] {
+  let files: string[];
+  try {
+    files = readdirSync(dir).filter((f) => f.endsWith('.node'));
+  } catch {
+    return [];
+  }
+  const fits = (file: string): number => {
+    let specificity = 0;
+    for (const tag of file.split('.').slice(1, -1)) {
+      if (tag === 'glibc' || tag === 'musl') {
+        if (tag !== libc) return -1;
+        specificity++;
+      } else if (/^abi\d+$/.test(tag)) {
+        if (tag !== `abi${process.versions.modules}`) return -1;
+        specificity++;
+      }
+    }
+    return specificity;
+  };
+  return files
+    .map((file) => ({ file, specificity: fits(file) }))
+    .filter((c) => c.specificity >= 0)
+    .sort((a, b) => b.specificity - a.specificity)
+    .map((c) => join(dir, c.file));
+}
+
+/**
+ * Finds and loads the addon, node-gyp-build's order: SHMBUS_ADDON if set (and only it), else a
+ * source build (build/Release, then build/Debug: `npm run build` or the install-time fallback,
+ * so a fresh compile always wins over a shipped binary), else the prebuilt binary for this
+ * platform, arch and libc (prebuilds/linux-x64/shmbus.glibc.node, made by `npm run prebuild`).
+ * Throws SHM_ERR_NATIVE_UNAVAILABLE naming the platform and every file tried.
+ */
 function load(): NativeBinding {
-  // SHMBUS_ADDON: an alternative build (scripts/test-sanitizers.sh points it at a sanitized one).
-  const override = process.env.SHMBUS_ADDON;
-  const candidates = override ? [override] : ['../../../build/Release/shmbus.node', '../../../build/Debug/shmbus.node'];
+  const root = packageRoot();
+  const requireFromPackage = packageRequire();
+  const tried: string[] = [];
   let firstError: unknown;
-  for (const candidate of candidates) {
+  const attempt = (file: string): NativeBinding | undefined => {
+    if (!existsSync(file)) {
+      tried.push(`${file} (absent)`);
+      return undefined;
+    }
     try {
-      return require(candidate) as NativeBinding;
+      return requireFromPackage(file) as NativeBinding;
     } catch (err) {
       firstError ??= err;
+      tried.push(`${file} (${(err as Error)?.message ?? String(err)})`);
+      return undefined;
+    }
+  };
+
+  // SHMBUS_ADDON: an alternative build (scripts/test-sanitizers.sh points it at a sanitized one).
+  const override = process.env.SHMBUS_ADDON;
+  const builds = override
+    ? [resolve(override)]
+    : [join(root, 'build', 'Release', ADDON_FILE), join(root, 'build', 'Debug', ADDON_FILE)];
+  for (const file of builds) {
+    const binding = attempt(file);
+    if (binding !== undefined) return binding;
+  }
+  const libc = libcFlavor();
+  if (!override) {
+    const dir = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+    const prebuilds = prebuildsFor(dir, libc);
+    if (prebuilds.length === 0) tried.push(`${dir}/*.node for ${libc} (none)`);
+    for (const file of prebuilds) {
+      const binding = attempt(file);
+      if (binding !== undefined) return binding;
     }
   }
-  const tuple = `${process.platform}-${process.arch} node ${process.versions.node} (abi ${process.versions.modules})`;
+  const tuple =
+    `os=${process.platform} arch=${process.arch} libc=${libc} ` +
+    `node=${process.versions.node} napi=${process.versions.napi}`;
   const message =
     `shmbus: the native addon could not be loaded for ${tuple}. ` +
-    'It is built by `npm install` (node-gyp: needs python3, make and a C compiler). ' +
-    `First error: ${(firstError as Error)?.message ?? String(firstError)}`;
+    `Tried: ${tried.join('; ')}. ` +
+    (override
+      ? 'SHMBUS_ADDON names the only file tried; unset it to use the installed addon.'
+      : 'The package ships prebuilt binaries for some platforms (see its README); elsewhere `npm install` ' +
+        'builds the addon from source (node-gyp: python3, make and a C compiler), or run `npm rebuild shmbus`.');
   throw Object.assign(new Error(message), { code: 'SHM_ERR_NATIVE_UNAVAILABLE', cause: firstError });
 }
 
