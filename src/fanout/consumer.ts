@@ -285,10 +285,15 @@ async function handshake(path: string, name: string, timeoutMs: number, maxFrame
 
 /** How often a consumer publishes its latency percentiles into its ring's consumer block. */
 const LATENCY_PUBLISH_MS = 100;
+/** next() lets the event loop turn once per this many messages it resolves without waiting. */
+const YIELD_EVERY = 1024;
+
 /** p50, p99, max (a quantile of 1 is the window's largest bucket). */
 const LATENCY_QUANTILES = [0.5, 0.99, 1] as const;
 
 export class Consumer<T = FanoutMessage> extends EventEmitter implements AsyncIterable<T> {
+  /** Messages next() resolved since the event loop last turned (see YIELD_EVERY). */
+  private sinceTurn = 0;
   private readonly rings: RingEntry[] = [];
   private link: Link | null = null;
   /** Why the stream is over: an error to throw, 'closed' (by us) or 'ended' (the sender shut down; no reconnect). */
@@ -722,6 +727,13 @@ export class Consumer<T = FanoutMessage> extends EventEmitter implements AsyncIt
    * in the ring was delivered).
    */
   async next(): Promise<T | null> {
+    // Frames already in the ring resolve next() at once, so a reader that keeps up with a fast
+    // sender would run on microtasks alone and starve timers, I/O and this consumer's own pings
+    // until the ring is empty: every YIELD_EVERY messages, let the event loop turn once.
+    if (++this.sinceTurn > YIELD_EVERY) {
+      this.sinceTurn = 0;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
     for (;;) {
       const entry = this.rings[0];
       if (entry === undefined) {
@@ -733,8 +745,10 @@ export class Consumer<T = FanoutMessage> extends EventEmitter implements AsyncIt
       let frame: Uint8Array | null;
       try {
         frame = entry.rx.tryRecv();
-        if (frame === null && !entry.rx.isEnded && !(entry.linkGone && this.rings.length > 1))
+        if (frame === null && !entry.rx.isEnded && !(entry.linkGone && this.rings.length > 1)) {
           frame = await entry.rx.recv();
+          this.sinceTurn = 0; // it waited: the event loop turned
+        }
       } catch (err) {
         if (!Consumer.ended(err)) throw err;
         frame = null;

@@ -879,6 +879,26 @@ describe('fan-out reconnection', () => {
     );
   });
 
+  test('a reader keeping up with a full ring still lets timers run: the iteration yields to the event loop every 1,024 messages', async () => {
+    const { sut, path } = await listen({ capacity: 1 << 21 });
+    const consumer = await Consumer.connect(path, { subscribe: { keys: ['burst'] } });
+    cleanups.push(() => consumer.close());
+    const total = 5000;
+    for (let i = 0; i < total; i++)
+      assert.equal(sut.publish({ kind: 1, key: 'burst', payload: seqPayload(i) }), 1, `message ${i} delivered`);
+    // Every message is in the ring now, so each next() could resolve at once, on microtasks only.
+    let count = 0;
+    let timerSawCount = -1;
+    setImmediate(() => {
+      timerSawCount = count;
+    });
+    for await (const m of consumer) {
+      assert.equal(JSON.parse(new TextDecoder().decode(m.payload)).seq, count);
+      if (++count === total) break;
+    }
+    assert.ok(timerSawCount >= 0 && timerSawCount < total, `the timer ran after ${timerSawCount} of ${total} messages`);
+  });
+
   test('consumer.close() ends a pending iteration', async () => {
     const dir = privateDir();
     const path = socketPath();
