@@ -14,6 +14,8 @@
  * PRNG; account data is generated once per account and stamped with the update's sequence
  * number, so an update costs no random fill. One thread; next() allocates the update object.
  */
+
+import { prng } from '../core/prng.js';
 import type { AccountUpdateInput, SlotUpdateInput, TransactionUpdateInput } from '../solana/index.js';
 import { decodeBase58, encodeBase58 } from '../solana/index.js';
 
@@ -77,18 +79,6 @@ const FIRST_SLOT = 300_000_000;
 /** The 32 bytes of a pubkey as a latin1 string: a cheap exact Set key. */
 export function keyOf(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('latin1');
-}
-
-/** mulberry32: a small seeded PRNG (uniform in [0, 1)). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function randomBytes(random: () => number, length: number): Uint8Array {

@@ -328,7 +328,8 @@ async function pump(target: Target, workload: Workload, ms: number, pace: Pace, 
 
 // ------------------------------------------------------------------------------- the demo
 
-interface ConsumerSummary {
+/** One consumer's figures in the demo's --json summary. */
+export interface ConsumerSummary {
   index: number;
   pid: number;
   filter: { label: string; pubkeys: number; owners: string[]; transactions: boolean };

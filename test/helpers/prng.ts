@@ -1,14 +1,4 @@
-/** Seeded PRNG (mulberry32) for reproducible stress and property tests; print the seed on failure. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { prng } from '../../src/core/prng.js';
 
 /** A seed from SHMBUS_SEED or the clock, reported so a failure can be replayed. */
 export function testSeed(): number {

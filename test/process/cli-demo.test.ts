@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import type { ConsumerSummary } from '../../src/cli/demo.js';
 
 const cli = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const shmDir = mkdtempSync('/dev/shm/shmbus-demo-test-');
@@ -66,23 +67,6 @@ function demo(
 function assertNothingLeft(): void {
   assert.deepEqual(readdirSync(shmDir), [], 'segments left in SHMBUS_DIR');
   assert.deepEqual(readdirSync(tmpDir), [], 'sockets left in TMPDIR');
-}
-
-interface ConsumerSummary {
-  index: number;
-  filter: { label: string; pubkeys: number; owners: string[]; transactions: boolean };
-  received: number;
-  accounts: number;
-  transactions: number;
-  slots: number;
-  perSecond: number;
-  p50Ns: number;
-  p99Ns: number;
-  sent: number;
-  dropped: number;
-  missing: number;
-  violations: number;
-  evicted: string | null;
 }
 
 interface Figures {

@@ -145,18 +145,27 @@ test('fan-out consumers, a daemon and a session under live traffic: per-consumer
     await start('session-b', `${n}-s`);
     const text = await until('every kind has moved', async () => {
       const t = await registry.metrics();
-      const line = t.split('\n').find((l) => l.startsWith('shmbus_fanout_consumer_delivered_total{') && l.includes('name="reader"'));
+      const line = t
+        .split('\n')
+        .find((l) => l.startsWith('shmbus_fanout_consumer_delivered_total{') && l.includes('name="reader"'));
       const delivered = line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1));
       const version = sample(t, 'shmbus_daemon_state_version', { segment: `${n}-d` }) ?? 0;
-      const latency = t.split('\n').some((l) => l.startsWith('shmbus_channel_latency_seconds{') && l.includes('quantile="0.99"'));
+      const latency = t
+        .split('\n')
+        .some((l) => l.startsWith('shmbus_channel_latency_seconds{') && l.includes('quantile="0.99"'));
       return delivered > 0 && version > 0 && latency ? t : undefined;
     });
     const fan = text.split('\n').filter((l) => l.startsWith('shmbus_fanout_consumer_lag_frames{'));
     assert.equal(fan.length, 1, fan.join('\n'));
     assert.match(fan[0], /name="reader"/);
     assert.equal(sample(text, 'shmbus_fanout_consumers', { segment: fanSegment(text) }), 1);
-    const slots = ['free', 'held', 'in_flight'].map((state) => sample(text, 'shmbus_session_slots', { segment: `${n}-s`, state }) ?? -1);
-    assert.ok(slots.every((v) => v >= 0), `session slots ${slots}`);
+    const slots = ['free', 'held', 'in_flight'].map(
+      (state) => sample(text, 'shmbus_session_slots', { segment: `${n}-s`, state }) ?? -1,
+    );
+    assert.ok(
+      slots.every((v) => v >= 0),
+      `session slots ${slots}`,
+    );
     assert.equal(slots[0] + slots[1] + slots[2], 8);
     assert.ok((sample(text, 'shmbus_daemon_max_clients', { segment: `${n}-d` }) ?? 0) >= 1);
   } finally {
