@@ -16,6 +16,7 @@
  */
 import { closeSync, existsSync, openSync, readdirSync, readSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { ErrorCode, ShmSystemError } from '../errors.js';
 import { packageRequire, packageRoot } from './package-root.js';
 
 /** Opaque handle of one mapping (an N-API external). */
@@ -327,7 +328,7 @@ function load(): NativeBinding {
       ? 'SHMBUS_ADDON names the only file tried; unset it to use the installed addon.'
       : 'The package ships prebuilt binaries for some platforms (see its README); elsewhere `npm install` ' +
         'builds the addon from source (node-gyp: python3, make and a C compiler), or run `npm rebuild shmbus`.');
-  throw Object.assign(new Error(message), { code: 'SHM_ERR_NATIVE_UNAVAILABLE', cause: firstError });
+  throw new ShmSystemError(ErrorCode.NATIVE_UNAVAILABLE, message, { cause: firstError });
 }
 
 let cached: NativeBinding | undefined;

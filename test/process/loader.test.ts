@@ -35,6 +35,8 @@ function scratchPackage(): string {
   const root = join(scratch, 'node_modules', 'shmbus');
   cpSync(join(repo, 'dist/src/native'), join(root, 'dist/src/native'), { recursive: true });
   cpSync(join(repo, 'dist/cjs/native'), join(root, 'dist/cjs/native'), { recursive: true });
+  // The loader throws a ShmSystemError (src/errors.ts: no further imports).
+  for (const build of ['dist/src', 'dist/cjs']) cpSync(join(repo, build, 'errors.js'), join(root, build, 'errors.js'));
   writeFileSync(join(root, 'package.json'), JSON.stringify({ name: 'shmbus', type: 'module' }));
   writeFileSync(join(root, 'dist/cjs/package.json'), JSON.stringify({ type: 'commonjs' }));
   return root;
@@ -52,7 +54,7 @@ function load(
   root: string,
   format: 'esm' | 'cjs',
   env: NodeJS.ProcessEnv = {},
-): { addon?: string; code?: string; message?: string } {
+): { addon?: string; code?: string; message?: string; name?: string } {
   const binding = join(root, format === 'esm' ? 'dist/src/native/binding.js' : 'dist/cjs/native/binding.js');
   const { SHMBUS_ADDON: _, ...inherited } = process.env;
   const out = execFileSync(process.execPath, [child, binding, format], {
@@ -89,6 +91,7 @@ for (const format of formats) {
     const broken = place(root, `${prebuildDir}/shmbus.${libc}.node`);
     const sut = load(root, format);
     assert.equal(sut.code, 'SHM_ERR_NATIVE_UNAVAILABLE');
+    assert.equal(sut.name, 'ShmSystemError');
     const tuple =
       `os=${process.platform} arch=${process.arch} libc=${libc} ` +
       `node=${process.versions.node} napi=${process.versions.napi}`;
