@@ -24,7 +24,8 @@
  * isAcknowledged, append from either side, cleanup from either side, stats, chunkFiles,
  * re-attaching, BlobHandle.fromBytes of random bytes, cleanupNamespace.
  * Invariants: resolve() returns null or exactly handle.size bytes; view() returns null or a
- * view of exactly handle.size bytes inside the chunk's data area.
+ * view of exactly handle.size bytes inside the chunk's data area (by the viewing store's own
+ * geometry: one attached after a corruption of the control's parameters honours what it read).
  */
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -261,11 +262,14 @@ const OPS: ReadonlyArray<readonly [number, (a: Args) => unknown]> = [
       const v = ctx.attempt('view', () => store.view(h));
       if (v === undefined || v === null) return;
       ctx.tally('views');
+      // The data area of the store that made the view: a store attached after its control was
+      // corrupted takes the chunk size it finds there (and only maps chunks made to that size).
+      const start = chunkDataOffset(store.capacity, pageSize());
       ctx.check(
-        inside(v.data, dataOffsetOf(w), dataOffsetOf(w) + w.chunkSize, h.size),
+        inside(v.data, start, start + store.capacity, h.size),
         'view',
         () =>
-          `a view of ${v.data.length} bytes at ${v.data.byteOffset} for a handle of ${h.size} (data area ${dataOffsetOf(w)}..${dataOffsetOf(w) + w.chunkSize})`,
+          `a view of ${v.data.length} bytes at ${v.data.byteOffset} for a handle of ${h.size} (data area ${start}..${start + store.capacity}; the world's chunk size ${w.chunkSize})`,
       );
       if (rng.chance(0.5)) ctx.attempt('view.release', () => v.release());
       else w.views.push(v);
