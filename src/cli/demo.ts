@@ -92,17 +92,20 @@ function parse(args: string[]): DemoOptions | string {
     const a = args[i];
     const value = () => (i + 1 < args.length ? args[++i] : '');
     if (a === '--seconds') {
-      o.seconds = Number(value());
-      if (!(o.seconds > 0 && o.seconds <= 3600)) return `--seconds takes a number in (0, 3600], got ${args[i]}`;
+      const v = value();
+      o.seconds = v === '' ? Number.NaN : Number(v);
+      if (!(o.seconds > 0 && o.seconds <= 3600))
+        return `--seconds takes a number in (0, 3600], got ${JSON.stringify(v)}`;
     } else if (a === '--consumers') {
-      o.consumers = Number(value());
+      const v = value();
+      o.consumers = v === '' ? Number.NaN : Number(v);
       if (!Number.isInteger(o.consumers) || o.consumers < 1 || o.consumers > MAX_CONSUMERS)
-        return `--consumers takes an integer in 1..${MAX_CONSUMERS}, got ${args[i]}`;
+        return `--consumers takes an integer in 1..${MAX_CONSUMERS}, got ${JSON.stringify(v)}`;
     } else if (a === '--rate') {
       const v = value();
       o.rate = v === 'max' ? 'max' : Number(v);
       if (o.rate !== 'max' && !(Number.isInteger(o.rate) && o.rate > 0 && o.rate <= 10_000_000))
-        return `--rate takes updates per second (an integer in 1..10000000) or max, got ${v}`;
+        return `--rate takes updates per second (an integer in 1..10000000) or max, got ${JSON.stringify(v)}`;
     } else if (a === '--json') o.json = true;
     else if (a === '--no-live') o.live = false;
     else if (a === '--no-compare') o.compare = false;

@@ -6,7 +6,7 @@
  * side-by-side has figures for both transports, and nothing is left behind.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -191,4 +191,21 @@ test('SIGTERM in the middle of the live phase stops the consumers and removes ev
   assert.equal(consumers.length, 3, `children: ${consumers.join(' ')}`);
   for (const pid of consumers) assert.equal(alive(pid), false, `consumer process ${pid} is still running`);
   assertNothingLeft();
+});
+
+test('bad options exit 2 with a message naming the option and the value, before anything starts', () => {
+  const cases: [string[], RegExp][] = [
+    [['--consumers', '0'], /--consumers takes an integer in 1\.\.\d+, got "0"/],
+    [['--consumers'], /--consumers takes an integer .*got ""/],
+    [['--seconds', '-1'], /--seconds takes a number in \(0, 3600\], got "-1"/],
+    [['--rate', 'fast'], /--rate takes updates per second .* or max, got "fast"/],
+    [['--bogus'], /unknown option "--bogus"/],
+  ];
+  for (const [args, message] of cases) {
+    const r = spawnSync(process.execPath, [cli, 'demo', ...args], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+    assert.match(r.stderr, /usage: shmbus demo/);
+    assert.equal(r.stdout, '', 'nothing ran');
+  }
 });
