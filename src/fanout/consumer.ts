@@ -680,7 +680,15 @@ export class Consumer<T = FanoutMessage> extends EventEmitter implements AsyncIt
   /** Writes the last window's latency percentiles into the current ring's consumer block (for tools). */
   private publishLatency(): void {
     const ring = this.link?.ring ?? this.rings[this.rings.length - 1];
-    if (ring === undefined) return;
+    if (ring === undefined) {
+      // Over for good (evicted, ended, lost without reconnect) and drained: stop the timer, so
+      // an evicted consumer nobody closes is not kept alive by it.
+      if (this.terminal !== null && this.latencyTimer !== null) {
+        clearInterval(this.latencyTimer);
+        this.latencyTimer = null;
+      }
+      return;
+    }
     const out = this.latencyOut;
     const samples = this.histogram.windowPercentiles(this.latencyBaseline, LATENCY_QUANTILES, out);
     if (samples === 0) return;

@@ -1028,6 +1028,17 @@ describe('fan-out admission', () => {
     assert.equal(sut.publish({ kind: 1, key: 'k1', payload: seqPayload(1) }), 1);
     await waitForSeq(other, 'k1', 1);
   });
+  test('an evicted consumer nobody closes stops its latency timer once drained', async () => {
+    const { path } = await listen({ maxKeysPerConsumer: 2 });
+    const sut = await Consumer.connect(path, { subscribe: { keys: ['a'] } });
+    cleanups.push(() => sut.close());
+    const timer = () => (sut as unknown as { latencyTimer: unknown }).latencyTimer;
+    assert.notEqual(timer(), null, 'a connected consumer publishes its latency');
+    await assert.rejects(sut.subscribe({ keys: ['b', 'c', 'd'] }), { code: ErrorCode.EVICTED });
+    await assert.rejects(sut.next(), { code: ErrorCode.EVICTED });
+    await until(() => timer() === null, 'the latency timer stopped');
+  });
+
   test('Consumer.connect subscribing more keys than the sender allows fails with that reason and leaks no descriptors', async () => {
     const dir = privateDir();
     const path = socketPath();
